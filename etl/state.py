@@ -1,0 +1,355 @@
+"""The state store: checkpoints, the crosswalk, dead letters and run history, on any SQLAlchemy database.
+
+After each batch the runner commits, in ONE transaction: the source cursor, the crosswalk rows (source id -> target
+id, content hash), the dead letters and the run's counters. SQLite by default; PostgreSQL for shared or big runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from etl import secrets
+
+metadata = sa.MetaData()
+KEY = sa.String(255)
+
+checkpoints = sa.Table(
+    "etl_checkpoints", metadata,
+    sa.Column("pipeline", KEY, primary_key=True),
+    sa.Column("pass_id", sa.String(36), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # in_progress | complete
+    sa.Column("cursor", sa.Text),  # JSON
+    sa.Column("batches_committed", sa.Integer, nullable=False, default=0),
+    sa.Column("batches_sent", sa.Integer, nullable=False, default=0),
+    sa.Column("records_committed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("run_id", sa.String(36)),
+)
+
+crosswalk = sa.Table(
+    "etl_crosswalk", metadata,
+    sa.Column("pipeline", KEY, primary_key=True),
+    sa.Column("source_id", KEY, primary_key=True),
+    sa.Column("target_id", KEY, nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.Column("pass_id", sa.String(36), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+dead_letters = sa.Table(
+    "etl_dead_letters", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), nullable=False, index=True),
+    sa.Column("pipeline", KEY, nullable=False, index=True),
+    sa.Column("pass_id", sa.String(36)),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("file", sa.Text),
+    sa.Column("line", sa.BigInteger),
+    sa.Column("field", sa.Text),
+    sa.Column("value", sa.Text),
+    sa.Column("source_id", KEY),
+    sa.Column("record", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+runs = sa.Table(
+    "etl_runs", metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("pipeline", KEY, primary_key=True),
+    sa.Column("pass_id", sa.String(36)),
+    sa.Column("status", sa.String(16), nullable=False),  # running | ok | failed | interrupted | crashed
+    sa.Column("resumed", sa.Boolean, nullable=False, default=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("read", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated", sa.BigInteger, nullable=False, default=0),
+    sa.Column("unchanged", sa.BigInteger, nullable=False, default=0),
+    sa.Column("rejected", sa.BigInteger, nullable=False, default=0),
+    sa.Column("batches", sa.Integer, nullable=False, default=0),
+    sa.Column("message", sa.Text),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+)
+
+COUNTERS = ("read", "created", "updated", "unchanged", "rejected")
+_CHUNK = 500  # keys per IN (...) clause
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass
+class Checkpoint:
+    pipeline: str
+    pass_id: str
+    status: str
+    cursor: dict | None
+    batches_committed: int
+    batches_sent: int
+    records_committed: int
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status == "in_progress"
+
+
+@dataclass
+class XwalkRow:
+    target_id: str
+    content_hash: str
+    pass_id: str
+
+
+@dataclass
+class BatchCommit:
+    """Everything one batch changes in the state, committed together."""
+
+    pipeline: str
+    run_id: str
+    pass_id: str
+    seq: int
+    cursor: dict | None
+    crosswalk: list[dict] = field(default_factory=list)  # source_id, target_id, content_hash
+    dead_letters: pa.Table | None = None  # connectors.base.REJECT_SCHEMA
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class StateStore:
+    def __init__(self, url: str):
+        self.url = url
+        secrets.register(url)
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine = sa.create_engine(url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn, _):  # WAL: readers (etl status) do not block the writer
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+        metadata.create_all(self.engine)
+
+    @property
+    def display_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint(self, pipeline: str) -> Checkpoint | None:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(checkpoints).where(checkpoints.c.pipeline == pipeline)).mappings().first()
+        if row is None:
+            return None
+        return Checkpoint(row["pipeline"], row["pass_id"], row["status"],
+                          json.loads(row["cursor"]) if row["cursor"] else None,
+                          row["batches_committed"], row["batches_sent"], row["records_committed"])
+
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        with self.engine.connect() as c:
+            names = [r[0] for r in c.execute(sa.select(checkpoints.c.pipeline))]
+        return {n: self.checkpoint(n) for n in names}  # type: ignore[misc]
+
+    def begin_pass(self, pipeline: str, run_id: str, cursor: dict | None) -> Checkpoint:
+        """Start a new pass over the source from ``cursor``."""
+        pass_id = str(uuid.uuid4())
+        values = dict(pass_id=pass_id, status="in_progress", cursor=json.dumps(cursor) if cursor else None,
+                      batches_committed=0, batches_sent=0, records_committed=0, updated_at=now(), run_id=run_id)
+        with self.engine.begin() as c:
+            done = c.execute(checkpoints.update().where(checkpoints.c.pipeline == pipeline).values(**values)).rowcount
+            if not done:
+                c.execute(checkpoints.insert().values(pipeline=pipeline, **values))
+        return Checkpoint(pipeline, pass_id, "in_progress", cursor, 0, 0, 0)
+
+    def mark_sent(self, pipeline: str, seq: int) -> None:
+        """Record that batch ``seq`` is about to be written to the target (so a resume looks it up first)."""
+        with self.engine.begin() as c:
+            c.execute(checkpoints.update().where(checkpoints.c.pipeline == pipeline)
+                      .where(checkpoints.c.batches_sent < seq).values(batches_sent=seq))
+
+    def complete_pass(self, pipeline: str, cursor: dict | None) -> None:
+        with self.engine.begin() as c:
+            c.execute(checkpoints.update().where(checkpoints.c.pipeline == pipeline).values(
+                status="complete", cursor=json.dumps(cursor) if cursor else None, updated_at=now()))
+
+    def reset(self, pipeline: str) -> None:
+        """Forget the checkpoint (the crosswalk stays, so a rerun still creates no duplicates)."""
+        with self.engine.begin() as c:
+            c.execute(checkpoints.delete().where(checkpoints.c.pipeline == pipeline))
+
+    # ------------------------------------------------------------ the per-batch commit
+    def commit_batch(self, b: BatchCommit) -> None:
+        ts = now()
+        with self.engine.begin() as c:
+            if b.crosswalk:
+                self._upsert_crosswalk(c, [
+                    dict(pipeline=b.pipeline, source_id=r["source_id"], target_id=str(r["target_id"]),
+                         content_hash=r["content_hash"], pass_id=b.pass_id, run_id=b.run_id, updated_at=ts)
+                    for r in b.crosswalk])
+            if b.dead_letters is not None and b.dead_letters.num_rows:
+                rows = b.dead_letters.to_pylist()
+                for r in rows:
+                    r.update(run_id=b.run_id, pipeline=b.pipeline, pass_id=b.pass_id, created_at=ts)
+                    r["message"] = secrets.mask(r["message"] or "")
+                c.execute(dead_letters.insert(), rows)
+            read = b.counts.get("read", 0)
+            c.execute(checkpoints.update().where(checkpoints.c.pipeline == b.pipeline).values(
+                cursor=json.dumps(b.cursor) if b.cursor else None, batches_committed=b.seq,
+                records_committed=checkpoints.c.records_committed + read, updated_at=ts, run_id=b.run_id))
+            c.execute(runs.update().where(runs.c.run_id == b.run_id).where(runs.c.pipeline == b.pipeline).values(
+                batches=runs.c.batches + 1,
+                **{k: getattr(runs.c, k) + b.counts.get(k, 0) for k in COUNTERS}))
+
+    def _upsert_crosswalk(self, c: sa.Connection, rows: list[dict]) -> None:
+        dialect = c.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            mod = sa.dialects.sqlite if dialect == "sqlite" else sa.dialects.postgresql
+            ins = mod.insert(crosswalk)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[crosswalk.c.pipeline, crosswalk.c.source_id],
+                set_={k: ins.excluded[k] for k in ("target_id", "content_hash", "pass_id", "run_id", "updated_at")})
+            c.execute(stmt, rows)
+        elif dialect in ("mysql", "mariadb"):
+            ins = sa.dialects.mysql.insert(crosswalk)
+            stmt = ins.on_duplicate_key_update(
+                {k: ins.inserted[k] for k in ("target_id", "content_hash", "pass_id", "run_id", "updated_at")})
+            c.execute(stmt, rows)
+        else:
+            pipeline = rows[0]["pipeline"]
+            ids = [r["source_id"] for r in rows]
+            for part in _chunks(ids):
+                c.execute(crosswalk.delete().where(crosswalk.c.pipeline == pipeline)
+                          .where(crosswalk.c.source_id.in_(part)))
+            c.execute(crosswalk.insert(), rows)
+
+    # ------------------------------------------------------------ crosswalk
+    def lookup(self, pipeline: str, source_ids: Iterable[str]) -> dict[str, XwalkRow]:
+        out: dict[str, XwalkRow] = {}
+        ids = list(source_ids)
+        with self.engine.connect() as c:
+            for part in _chunks(ids):
+                q = sa.select(crosswalk.c.source_id, crosswalk.c.target_id, crosswalk.c.content_hash,
+                              crosswalk.c.pass_id).where(crosswalk.c.pipeline == pipeline) \
+                    .where(crosswalk.c.source_id.in_(part))
+                for sid, tid, h, p in c.execute(q):
+                    out[sid] = XwalkRow(tid, h, p)
+        return out
+
+    def crosswalk_count(self, pipeline: str) -> int:
+        with self.engine.connect() as c:
+            return c.execute(sa.select(sa.func.count()).select_from(crosswalk)
+                             .where(crosswalk.c.pipeline == pipeline)).scalar_one()
+
+    # ------------------------------------------------------------ runs
+    def start_run(self, run_id: str, pipeline: str, pass_id: str, resumed: bool) -> None:
+        with self.engine.begin() as c:
+            c.execute(runs.insert().values(run_id=run_id, pipeline=pipeline, pass_id=pass_id, status="running",
+                                           resumed=resumed, started_at=now(), host=socket.gethostname(),
+                                           pid=os.getpid(), batches=0, **{k: 0 for k in COUNTERS}))
+
+    def finish_run(self, run_id: str, pipeline: str, status: str, message: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(runs.update().where(runs.c.run_id == run_id).where(runs.c.pipeline == pipeline).values(
+                status=status, finished_at=now(), message=secrets.mask(message) if message else None))
+
+    def mark_crashed(self) -> int:
+        """Runs left 'running' by a process that is gone (killed, power loss) become 'crashed'."""
+        host = socket.gethostname()
+        n = 0
+        with self.engine.begin() as c:
+            for run_id, pipeline, pid, rhost in c.execute(
+                    sa.select(runs.c.run_id, runs.c.pipeline, runs.c.pid, runs.c.host).where(runs.c.status == "running")):
+                if rhost == host and pid and _alive(pid) and pid != os.getpid():
+                    continue
+                c.execute(runs.update().where(runs.c.run_id == run_id).where(runs.c.pipeline == pipeline)
+                          .values(status="crashed", message="the process ended before the run finished"))
+                n += 1
+        return n
+
+    def run_rows(self, pipeline: str | None = None, limit: int = 10) -> list[dict]:
+        q = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.run_id).limit(limit)
+        if pipeline:
+            q = q.where(runs.c.pipeline == pipeline)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def run_counts(self, run_id: str, pipeline: str) -> dict[str, int]:
+        with self.engine.connect() as c:
+            r = c.execute(sa.select(runs).where(runs.c.run_id == run_id).where(runs.c.pipeline == pipeline)) \
+                .mappings().first()
+        return {k: int(r[k]) for k in COUNTERS} if r else {}
+
+    # ------------------------------------------------------------ dead letters
+    def dead_letter_summary(self, pipeline: str | None = None, run_id: str | None = None) -> list[dict]:
+        q = sa.select(dead_letters.c.pipeline, dead_letters.c.stage, dead_letters.c.reason,
+                      sa.func.count().label("count")).group_by(
+            dead_letters.c.pipeline, dead_letters.c.stage, dead_letters.c.reason).order_by(
+            dead_letters.c.pipeline, sa.desc("count"))
+        q = _dl_filter(q, pipeline, run_id, None)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def dead_letter_rows(self, pipeline: str | None = None, run_id: str | None = None, reason: str | None = None,
+                         limit: int | None = None, offset: int = 0) -> Iterator[dict]:
+        q = _dl_filter(sa.select(dead_letters).order_by(dead_letters.c.id), pipeline, run_id, reason)
+        if limit is not None:
+            q = q.limit(limit)
+        if offset:
+            q = q.offset(offset)
+        with self.engine.connect() as c:
+            for r in c.execution_options(stream_results=True, yield_per=1000).execute(q).mappings():
+                yield dict(r)
+
+    def dead_letter(self, dl_id: int) -> dict | None:
+        with self.engine.connect() as c:
+            r = c.execute(sa.select(dead_letters).where(dead_letters.c.id == dl_id)).mappings().first()
+        return dict(r) if r else None
+
+    def last_run_id(self) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1)).scalar()
+
+
+def _dl_filter(q, pipeline, run_id, reason):
+    if pipeline:
+        q = q.where(dead_letters.c.pipeline == pipeline)
+    if run_id:
+        q = q.where(dead_letters.c.run_id == run_id)
+    if reason:
+        q = q.where(dead_letters.c.reason == reason)
+    return q
+
+
+def _chunks(items: list, n: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
