@@ -261,20 +261,21 @@ def status(
     if quiet:
         return
     t = Table(title=f"crm-etl status: {project.config.name}")
-    for col in ("pipeline", "pass", "cursor", "in crosswalk", "dead letters", "last run", "read", "created",
-                "updated", "unchanged", "rejected"):
+    for col in ("pipeline", "pass", "position", "loaded", "dead letters"):
         t.add_column(col)
+    history = Table(title="Last runs")
+    for col in ("pipeline", "started", "status", "read", "created", "updated", "unchanged", "rejected"):
+        history.add_column(col)
     for item in out:
-        last = item["runs"][0] if item["runs"] else {}
-        cursor = item["cursor"]
-        cur = "-" if not cursor else ", ".join(f"{k}={v}" for k, v in cursor.items() if k in ("file", "row", "position",
-                                                                                              "watermark"))
-        t.add_row(item["pipeline"], item["pass"] or "never run", cur or "-", f"{item['crosswalk']:,}",
-                  f"{item['dead_letters']:,}",
-                  f"{last.get('status', '-')} {str(last.get('started_at') or '')}",
-                  *(f"{last.get(k, 0):,}" if last else "-" for k in ("read", "created", "updated", "unchanged",
-                                                                       "rejected")))
+        cursor = item["cursor"] or {}
+        pos = ", ".join(f"{k} {v}" for k, v in cursor.items() if k in ("file", "row", "position", "watermark"))
+        t.add_row(item["pipeline"], item["pass"] or "never run", pos or "-", f"{item['crosswalk']:,}",
+                  f"{item['dead_letters']:,}")
+        for r in item["runs"]:
+            history.add_row(item["pipeline"], f"{r['started_at']:%d.%m %H:%M:%S}", r["status"] + (" (resumed)" if r["resumed"] else ""),
+                            *(f"{r[k]:,}" for k in ("read", "created", "updated", "unchanged", "rejected")))
     console.emit("table", t)
+    console.emit("table", history)
 
 
 # ------------------------------------------------------------------ dead letters
@@ -285,6 +286,7 @@ def dlq_list(
     reason: Annotated[Optional[str], typer.Option(help="only this reason code")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run", help="only this run ('last' for the latest)")] = None,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+    all_: Annotated[bool, typer.Option("--all", help="include dead letters of earlier passes over the source")] = False,
     project_dir: ProjectOpt = Path("."),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -298,8 +300,8 @@ def dlq_list(
     try:
         if run_id == "last":
             run_id = store.last_run_id()
-        summary = [s for s in store.dead_letter_summary(pipeline, run_id) if not reason or s["reason"] == reason]
-        rows = list(store.dead_letter_rows(pipeline, run_id, reason, limit=limit))
+        summary = [s for s in store.dead_letter_summary(pipeline, run_id, all_) if not reason or s["reason"] == reason]
+        rows = list(store.dead_letter_rows(pipeline, run_id, reason, limit=limit, include_superseded=all_))
     finally:
         store.close()
     if json_out:
@@ -354,6 +356,7 @@ def dlq_export(
     reason: Annotated[Optional[str], typer.Option(help="only this reason code")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run", help="only this run ('last' for the latest)")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="csv or jsonl (default: by the file's suffix)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="include dead letters of earlier passes over the source")] = False,
     project_dir: ProjectOpt = Path("."),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -368,7 +371,7 @@ def dlq_export(
     store = _store(project)
     n = 0
     cols = ["id", "run_id", "pipeline", "stage", "reason", "message", "file", "line", "field", "value", "source_id",
-            "record", "created_at"]
+            "record", "created_at", "status"]
     try:
         if run_id == "last":
             run_id = store.last_run_id()
@@ -376,7 +379,7 @@ def dlq_export(
             writer = csv.DictWriter(fh, cols, delimiter=";", extrasaction="ignore") if fmt == "csv" else None
             if writer:
                 writer.writeheader()
-            for row in store.dead_letter_rows(pipeline, run_id, reason):
+            for row in store.dead_letter_rows(pipeline, run_id, reason, include_superseded=all_):
                 n += 1
                 if writer:
                     writer.writerow(row)

@@ -63,6 +63,8 @@ dead_letters = sa.Table(
     sa.Column("source_id", KEY),
     sa.Column("record", sa.Text),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # open: the record is still rejected; superseded: a later pass read the source again from the top
+    sa.Column("status", sa.String(16), nullable=False, default="open", index=True),
 )
 
 runs = sa.Table(
@@ -176,6 +178,9 @@ class StateStore:
         values = dict(pass_id=pass_id, status="in_progress", cursor=json.dumps(cursor) if cursor else None,
                       batches_committed=0, batches_sent=0, records_committed=0, updated_at=now(), run_id=run_id)
         with self.engine.begin() as c:
+            if cursor is None:  # the source is read again from the top: its earlier rejects will come again
+                c.execute(dead_letters.update().where(dead_letters.c.pipeline == pipeline)
+                          .where(dead_letters.c.status == "open").values(status="superseded"))
             done = c.execute(checkpoints.update().where(checkpoints.c.pipeline == pipeline).values(**values)).rowcount
             if not done:
                 c.execute(checkpoints.insert().values(pipeline=pipeline, **values))
@@ -209,7 +214,7 @@ class StateStore:
             if b.dead_letters is not None and b.dead_letters.num_rows:
                 rows = b.dead_letters.to_pylist()
                 for r in rows:
-                    r.update(run_id=b.run_id, pipeline=b.pipeline, pass_id=b.pass_id, created_at=ts)
+                    r.update(run_id=b.run_id, pipeline=b.pipeline, pass_id=b.pass_id, created_at=ts, status="open")
                     r["message"] = secrets.mask(r["message"] or "")
                 c.execute(dead_letters.insert(), rows)
             read = b.counts.get("read", 0)
@@ -300,18 +305,20 @@ class StateStore:
         return {k: int(r[k]) for k in COUNTERS} if r else {}
 
     # ------------------------------------------------------------ dead letters
-    def dead_letter_summary(self, pipeline: str | None = None, run_id: str | None = None) -> list[dict]:
+    def dead_letter_summary(self, pipeline: str | None = None, run_id: str | None = None,
+                            include_superseded: bool = False) -> list[dict]:
         q = sa.select(dead_letters.c.pipeline, dead_letters.c.stage, dead_letters.c.reason,
                       sa.func.count().label("count")).group_by(
             dead_letters.c.pipeline, dead_letters.c.stage, dead_letters.c.reason).order_by(
             dead_letters.c.pipeline, sa.desc("count"))
-        q = _dl_filter(q, pipeline, run_id, None)
+        q = _dl_filter(q, pipeline, run_id, None, include_superseded)
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
     def dead_letter_rows(self, pipeline: str | None = None, run_id: str | None = None, reason: str | None = None,
-                         limit: int | None = None, offset: int = 0) -> Iterator[dict]:
-        q = _dl_filter(sa.select(dead_letters).order_by(dead_letters.c.id), pipeline, run_id, reason)
+                         limit: int | None = None, offset: int = 0, include_superseded: bool = False) -> Iterator[dict]:
+        q = _dl_filter(sa.select(dead_letters).order_by(dead_letters.c.id), pipeline, run_id, reason,
+                       include_superseded)
         if limit is not None:
             q = q.limit(limit)
         if offset:
@@ -330,7 +337,9 @@ class StateStore:
             return c.execute(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1)).scalar()
 
 
-def _dl_filter(q, pipeline, run_id, reason):
+def _dl_filter(q, pipeline, run_id, reason, include_superseded=False):
+    if not include_superseded and not run_id:
+        q = q.where(dead_letters.c.status == "open")
     if pipeline:
         q = q.where(dead_letters.c.pipeline == pipeline)
     if run_id:
