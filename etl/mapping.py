@@ -75,7 +75,7 @@ class Mapper:
         if spec.column is not None:
             arr = table.column(spec.column)
         elif spec.const is not None:
-            arr = pa.chunked_array([pa.array([spec.const] * n)])
+            arr = pa.chunked_array([pa.array([spec.const] * n, pa.scalar(spec.const).type)])
         elif spec.concat is not None:
             parts = [_empty_to_null(_as_text(table.column(c))) for c in spec.concat]
             arr = concat_skip_nulls(parts, spec.sep)
@@ -86,7 +86,7 @@ class Mapper:
                     pieces.append(pa.scalar(literal))
                 if fname:
                     pieces.append(pc.fill_null(_as_text(table.column(fname)), ""))
-            arr = pc.binary_join_element_wise(*pieces, "") if pieces else pa.chunked_array([pa.array([""] * n)])
+            arr = pc.binary_join_element_wise(*pieces, "") if pieces else pa.chunked_array([pa.array([""] * n, pa.string())])
             arr = pc.utf8_trim_whitespace(arr)
         arr = _empty_to_null(arr)
         if spec.map is not None:

@@ -282,7 +282,7 @@ class Runner:
         updates = records.filter(pc.and_(pc.and_(live, found), pc.invert(same)))
         unchanged = records.filter(pc.and_(pc.and_(live, found), same))
 
-        xwalk: list[dict] = []
+        xwalk: list[tuple[str, str, str]] = []  # source id, target id, content hash
         if planned is not None:  # dry run: plan only
             for sid in creates.column(SOURCE_ID).to_pylist():
                 planned[sid] = f"planned:{sid}"
@@ -297,7 +297,7 @@ class Runner:
                     adopted = creates.filter(mask)
                     creates = creates.filter(pc.invert(mask))
                     for sid, h in zip(adopted.column(SOURCE_ID).to_pylist(), adopted.column(HASH).to_pylist()):
-                        xwalk.append({"source_id": sid, "target_id": there[sid], "content_hash": h})
+                        xwalk.append((sid, there[sid], h))
                     counts["created"] += adopted.num_rows
             to_update = pa.concat_tables([updates, unchanged]) if sink.snapshot else updates
             if creates.num_rows or to_update.num_rows:
@@ -317,17 +317,24 @@ class Runner:
                     t.reject(rows, "load", [by_sid[s]["reason"] or "sink_error" for s in sids],
                              [by_sid[s]["message"] for s in sids], [by_sid[s]["field"] for s in sids],
                              [by_sid[s]["value"] for s in sids])
+                get = result.ids.get
                 for part, label in ((creates, "created"), (updates, "updated")):
+                    missing = []
+                    written = 0
                     for sid, h in zip(part.column(SOURCE_ID).to_pylist(), part.column(HASH).to_pylist()):
-                        if sid in rejected_ids:
+                        if rejected_ids and sid in rejected_ids:
                             continue
-                        tid = result.ids.get(sid)
-                        if tid is None:
-                            t.reject(part.filter(pc.equal(part.column(SOURCE_ID), sid)), "load", "not_written",
-                                     [f"the target answered neither an id nor an error for {sid!r}"])
-                            continue
-                        counts[label] += 1
-                        xwalk.append({"source_id": sid, "target_id": tid, "content_hash": h})
+                        tid = get(sid)
+                        if tid is not None:
+                            xwalk.append((sid, tid, h))
+                            written += 1
+                        else:
+                            missing.append(sid)
+                    counts[label] += written
+                    if missing:
+                        t.reject(part.filter(pc.is_in(part.column(SOURCE_ID), value_set=pa.array(missing, pa.string()))),
+                                 "load", "not_written",
+                                 [f"the target answered neither an id nor an error for {sid!r}" for sid in missing])
                 if sink.snapshot:
                     unchanged_ids = unchanged.column(SOURCE_ID).to_pylist()
                     ok = [s for s in unchanged_ids if s not in rejected_ids]
@@ -339,9 +346,8 @@ class Runner:
             else:
                 counts["unchanged"] += unchanged.num_rows
             # unchanged records are stamped with this pass, so a duplicate later in the pass is still caught
-            for sid, tid, h in zip(unchanged.column(SOURCE_ID).to_pylist(), unchanged.column(TARGET_ID).to_pylist(),
-                                   unchanged.column(HASH).to_pylist()):
-                xwalk.append({"source_id": sid, "target_id": tid, "content_hash": h})
+            xwalk.extend(zip(unchanged.column(SOURCE_ID).to_pylist(), unchanged.column(TARGET_ID).to_pylist(),
+                             unchanged.column(HASH).to_pylist()))
 
         all_rejects = t.rejects.table()
         counts["rejected"] = all_rejects.num_rows

@@ -88,7 +88,7 @@ runs = sa.Table(
 )
 
 COUNTERS = ("read", "created", "updated", "unchanged", "rejected")
-_CHUNK = 500  # keys per IN (...) clause
+_CHUNK = 900  # keys per IN (...) clause (SQLite allows 999 parameters in old builds)
 
 
 def now() -> datetime:
@@ -126,7 +126,7 @@ class BatchCommit:
     pass_id: str
     seq: int
     cursor: dict | None
-    crosswalk: list[dict] = field(default_factory=list)  # source_id, target_id, content_hash
+    crosswalk: list[tuple[str, str, str]] = field(default_factory=list)  # (source id, target id, content hash)
     dead_letters: pa.Table | None = None  # connectors.base.REJECT_SCHEMA
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -207,10 +207,9 @@ class StateStore:
         ts = now()
         with self.engine.begin() as c:
             if b.crosswalk:
-                self._upsert_crosswalk(c, [
-                    dict(pipeline=b.pipeline, source_id=r["source_id"], target_id=str(r["target_id"]),
-                         content_hash=r["content_hash"], pass_id=b.pass_id, run_id=b.run_id, updated_at=ts)
-                    for r in b.crosswalk])
+                stamp = ts.isoformat(sep=" ") if c.dialect.name == "sqlite" else ts
+                self._upsert_crosswalk(c, [(b.pipeline, sid, tid, h, b.pass_id, b.run_id, stamp)
+                                           for sid, tid, h in b.crosswalk])
             if b.dead_letters is not None and b.dead_letters.num_rows:
                 rows = b.dead_letters.to_pylist()
                 for r in rows:
@@ -225,38 +224,43 @@ class StateStore:
                 batches=runs.c.batches + 1,
                 **{k: getattr(runs.c, k) + b.counts.get(k, 0) for k in COUNTERS}))
 
-    def _upsert_crosswalk(self, c: sa.Connection, rows: list[dict]) -> None:
+    def _upsert_crosswalk(self, c: sa.Connection, rows: list[tuple]) -> None:
+        """Upsert crosswalk rows with one DBAPI executemany (SQLAlchemy's per-row parameter handling costs more
+        than the database does at a million rows)."""
+        cols = ("pipeline", "source_id", "target_id", "content_hash", "pass_id", "run_id", "updated_at")
+        upd = cols[2:]
+        ph = "?" if c.dialect.paramstyle == "qmark" else "%s"
+        values = ", ".join([ph] * len(cols))
         dialect = c.dialect.name
         if dialect in ("sqlite", "postgresql"):
-            mod = sa.dialects.sqlite if dialect == "sqlite" else sa.dialects.postgresql
-            ins = mod.insert(crosswalk)
-            stmt = ins.on_conflict_do_update(
-                index_elements=[crosswalk.c.pipeline, crosswalk.c.source_id],
-                set_={k: ins.excluded[k] for k in ("target_id", "content_hash", "pass_id", "run_id", "updated_at")})
-            c.execute(stmt, rows)
+            sql = (f"INSERT INTO etl_crosswalk ({', '.join(cols)}) VALUES ({values}) "
+                   f"ON CONFLICT (pipeline, source_id) DO UPDATE SET "
+                   + ", ".join(f"{k} = excluded.{k}" for k in upd))
         elif dialect in ("mysql", "mariadb"):
-            ins = sa.dialects.mysql.insert(crosswalk)
-            stmt = ins.on_duplicate_key_update(
-                {k: ins.inserted[k] for k in ("target_id", "content_hash", "pass_id", "run_id", "updated_at")})
-            c.execute(stmt, rows)
+            sql = (f"INSERT INTO etl_crosswalk ({', '.join(cols)}) VALUES ({values}) ON DUPLICATE KEY UPDATE "
+                   + ", ".join(f"{k} = VALUES({k})" for k in upd))
         else:
-            pipeline = rows[0]["pipeline"]
-            ids = [r["source_id"] for r in rows]
-            for part in _chunks(ids):
+            pipeline = rows[0][0]
+            for part in _chunks([r[1] for r in rows]):
                 c.execute(crosswalk.delete().where(crosswalk.c.pipeline == pipeline)
                           .where(crosswalk.c.source_id.in_(part)))
-            c.execute(crosswalk.insert(), rows)
+            c.execute(crosswalk.insert(), [dict(zip(cols, r)) for r in rows])
+            return
+        c.exec_driver_sql(sql, rows)
 
     # ------------------------------------------------------------ crosswalk
     def lookup(self, pipeline: str, source_ids: Iterable[str]) -> dict[str, XwalkRow]:
+        """Crosswalk rows of these source ids (plain DBAPI IN-lists: a lookup per batch is on the hot path)."""
         out: dict[str, XwalkRow] = {}
         ids = list(source_ids)
+        if not ids:
+            return out
         with self.engine.connect() as c:
+            ph = "?" if c.dialect.paramstyle == "qmark" else "%s"
             for part in _chunks(ids):
-                q = sa.select(crosswalk.c.source_id, crosswalk.c.target_id, crosswalk.c.content_hash,
-                              crosswalk.c.pass_id).where(crosswalk.c.pipeline == pipeline) \
-                    .where(crosswalk.c.source_id.in_(part))
-                for sid, tid, h, p in c.execute(q):
+                sql = ("SELECT source_id, target_id, content_hash, pass_id FROM etl_crosswalk "
+                       f"WHERE pipeline = {ph} AND source_id IN ({', '.join([ph] * len(part))})")
+                for sid, tid, h, p in c.exec_driver_sql(sql, (pipeline, *part)):
                     out[sid] = XwalkRow(tid, h, p)
         return out
 

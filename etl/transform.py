@@ -104,30 +104,30 @@ def _filter_mask(table: pa.Table, rule: ColumnRule) -> pa.ChunkedArray:
     if rule.not_equals is not None:
         masks.append(pc.or_kleene(pc.not_equal(text, str(rule.not_equals)), pc.is_null(text)))
     if rule.in_ is not None:
-        masks.append(pc.is_in(text, value_set=pa.array([str(v) for v in rule.in_])))
+        masks.append(pc.is_in(text, value_set=pa.array([str(v) for v in rule.in_], pa.string())))
     if rule.not_in is not None:
-        masks.append(pc.invert(pc.is_in(text, value_set=pa.array([str(v) for v in rule.not_in]))))
+        masks.append(pc.invert(pc.is_in(text, value_set=pa.array([str(v) for v in rule.not_in], pa.string()))))
     if rule.not_empty:
         masks.append(pc.and_(pc.is_valid(text), pc.not_equal(pc.fill_null(text, ""), "")))
     if rule.matches is not None:
         masks.append(pc.match_substring_regex(text, rule.matches))
-    out = pa.chunked_array([pa.array([True] * table.num_rows)])
+    out = pa.chunked_array([pa.array([True] * table.num_rows, pa.bool_())])
     for m in masks:
         out = pc.and_(out, pc.fill_null(m, False))
     return out
 
 
 def content_hash(table: pa.Table, columns: list[str]) -> pa.Array:
-    """A 64-bit content hash per row over the given columns, as 16 hex digits."""
+    """A 64-bit content hash per row over the given columns, as its decimal text."""
     parts = []
     for c in columns:
         col = table.column(c)
         text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
         parts.append(pc.fill_null(text, "\x00"))
-    joined = pc.binary_join_element_wise(*parts, "\x1f") if parts else pa.array([""] * table.num_rows)
+    joined = pc.binary_join_element_wise(*parts, "\x1f") if parts else pa.array([""] * table.num_rows, pa.string())
     series = joined.to_pandas() if isinstance(joined, (pa.Array, pa.ChunkedArray)) else pd.Series(joined)
     hashes = pd.util.hash_pandas_object(series, index=False).to_numpy()
-    return pa.array([f"{h:016x}" for h in hashes.tolist()], pa.string())
+    return pc.cast(pa.array(hashes, pa.uint64()), pa.string())
 
 
 class Transformer:

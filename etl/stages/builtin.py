@@ -32,7 +32,7 @@ class Required(Stage):
         rejects = []
         for col in self.options["columns"]:
             arr = table.column(col)
-            empty = pc.is_null(arr) if not pa.types.is_string(arr.type) else pc.or_(pc.is_null(arr), pc.equal(arr, ""))
+            empty = pc.is_null(arr) if not pa.types.is_string(arr.type) else pc.or_kleene(pc.is_null(arr), pc.equal(arr, ""))
             res = rejects_where(table, empty, "missing_value", col, "column «{field}» is empty")
             table = res.kept
             rejects.append(res.rejects)
