@@ -136,6 +136,7 @@ class StreamInfo:
     schema: pa.Schema  # canonical fields of the entity, as the sink will receive them
     key_fields: tuple[str, ...] = ()
     pass_id: str = ""
+    options: dict = field(default_factory=dict)  # the pipeline's `target_options:`, for the sink to check and use
 
 
 @dataclass

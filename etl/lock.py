@@ -9,6 +9,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 
+# one lock per state store (database + schema), so projects sharing a server do not block each other
+_PG_KEY = "hashtext('crm-etl run lock:' || current_database() || '.' || current_schema())"
+
+
 class LockHeld(Exception):
     """Another run holds the project's lock (exit code 4)."""
 
@@ -37,7 +41,7 @@ class RunLock:
         if self.engine is not None and self.engine.dialect.name == "postgresql":
             # runs from other machines sharing one PostgreSQL state store
             self._conn = self.engine.connect()
-            got = self._conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext('crm-etl run lock'))")).scalar()
+            got = self._conn.execute(sa.text(f"SELECT pg_try_advisory_lock({_PG_KEY})")).scalar()
             if not got:
                 self._conn.close()
                 self._release_file()
@@ -53,7 +57,7 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self._conn is not None:
             try:
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext('crm-etl run lock'))"))
+                self._conn.execute(sa.text(f"SELECT pg_advisory_unlock({_PG_KEY})"))
             finally:
                 self._conn.close()
         self._release_file()

@@ -23,6 +23,7 @@ from etl import secrets
 from etl.config import Pipeline, Project
 from etl.console import Console
 from etl.factory import build_sink, build_source
+from etl.stages import StageContext
 from etl.state import COUNTERS, BatchCommit, StateStore
 from etl.transform import Transformed, Transformer
 from schemas import get_entity
@@ -167,7 +168,9 @@ class Runner:
         target_name, target_cfg = self.project.target_of(pipeline)
         sink: Sink | None = None
         batch_size = opts.batch_size or pipeline.config.batch_size or self.project.config.defaults.batch_size
-        transformer = Transformer(pipeline, self._resolve)
+        transformer = Transformer(pipeline, self._resolve, StageContext(
+            pipeline=pipeline.name, project_dir=self.project.dir, state_engine=self.store.engine,
+            settings=self.project.config, dry_run=opts.dry_run, console=self.console))
         store = self.store
         try:
             source.check()
@@ -178,25 +181,34 @@ class Runner:
             if cp is not None and cp.in_progress:
                 report.resumed = True
                 cursor, pass_id = cp.cursor, cp.pass_id
-                seq, sent = cp.batches_committed, cp.batches_sent
+                seq, sent, position = cp.batches_committed, cp.records_sent, cp.records_committed
             else:
                 cursor = source.next_pass(cp.cursor if cp else None)
-                seq, sent = 0, 0
+                seq, sent, position = 0, 0, 0
                 pass_id = str(uuid.uuid4()) if opts.dry_run else store.begin_pass(pipeline.name, self.run_id, cursor).pass_id
             if not opts.dry_run:
                 store.start_run(self.run_id, pipeline.name, pass_id, report.resumed)
                 sink = build_sink(self.project, target_cfg, pipeline)
                 sink.open(StreamInfo(pipeline.name, entity.name, pipeline.origin, entity.arrow_schema(),
-                                     tuple(pipeline.config.key), pass_id))
+                                     tuple(pipeline.config.key), pass_id, dict(pipeline.config.target_options)))
             self.console.pipeline_started(pipeline.name, source.total(), source.progress_unit, report.resumed,
                                           target_name)
             planned = self._planned.setdefault(pipeline.name, {}) if opts.dry_run else None
+            if opts.dry_run:
+                dry_seen: set[str] = set()
+                transformer.seen = lambda ids: {i for i in ids if i in dry_seen}
+            else:
+                transformer.seen = lambda ids: store.seen_in_pass(pipeline.name, pass_id, ids)
             exhausted = True
             for batch in _limited(source, cursor, batch_size, opts.limit):
                 seq += 1
                 cursor = batch.cursor
                 t = transformer.transform(batch.table, batch.rejects)
-                counts, reasons = self._load(pipeline, t, batch, sink, pass_id, seq, seq <= sent, planned)
+                if opts.dry_run:
+                    dry_seen.update(x for x in t.rejects.ids.to_pylist() if x is not None)
+                end = position + batch.read_count
+                counts, reasons = self._load(pipeline, t, batch, sink, pass_id, seq, end, position < sent, planned)
+                position = end
                 report.counts.update(counts)
                 report.reasons.update(reasons)
                 report.batches += 1
@@ -229,6 +241,7 @@ class Runner:
             report.message = "interrupted"
         finally:
             report.seconds = time.monotonic() - started
+            transformer.close()
             if sink is not None:
                 try:
                     sink.close()
@@ -251,7 +264,7 @@ class Runner:
         return report
 
     def _load(self, pipeline: Pipeline, t: Transformed, batch: SourceBatch, sink: Sink | None, pass_id: str,
-              seq: int, maybe_sent: bool, planned: dict | None) -> tuple[Counter, Counter]:
+              seq: int, end: int, maybe_sent: bool, planned: dict | None) -> tuple[Counter, Counter]:
         records = t.records
         ids = records.column(SOURCE_ID)
         existing = self.store.lookup(pipeline.name, ids.to_pylist())
@@ -267,17 +280,9 @@ class Runner:
         hashes = pc.take(ex_hash, idx) if known else pa.nulls(len(ids), pa.string())
         passes = pc.take(ex_pass, idx) if known else pa.nulls(len(ids), pa.string())
         targets = pc.take(ex_target, idx) if known else pa.nulls(len(ids), pa.string())
-        seen_this_pass = pc.fill_null(pc.equal(passes, pass_id), False)
-        if planned is not None:
-            seen_this_pass = pc.or_(seen_this_pass, pc.is_in(ids, value_set=pa.array(list(planned), pa.string())))
         same = pc.fill_null(pc.equal(hashes, records.column(HASH)), False)
         records = records.append_column(TARGET_ID, targets)
-
-        dup = records.filter(seen_this_pass)
-        t.reject(dup, "dedupe", "duplicate_key",
-                 [f"key {sid!r} appears more than once in this pass (the first is kept)"
-                  for sid in dup.column(SOURCE_ID).to_pylist()])
-        live = pc.invert(seen_this_pass)
+        live = pc.fill_null(pc.not_equal(passes, pass_id), True)  # duplicates were rejected in transform
         creates = records.filter(pc.and_(live, pc.invert(found)))
         updates = records.filter(pc.and_(pc.and_(live, found), pc.invert(same)))
         unchanged = records.filter(pc.and_(pc.and_(live, found), same))
@@ -301,7 +306,7 @@ class Runner:
                     counts["created"] += adopted.num_rows
             to_update = pa.concat_tables([updates, unchanged]) if sink.snapshot else updates
             if creates.num_rows or to_update.num_rows:
-                self.store.mark_sent(pipeline.name, seq)
+                self.store.mark_sent(pipeline.name, end)
                 result = self._write(sink, creates, to_update)
             else:
                 result = None

@@ -30,7 +30,9 @@ checkpoints = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # in_progress | complete
     sa.Column("cursor", sa.Text),  # JSON
     sa.Column("batches_committed", sa.Integer, nullable=False, default=0),
-    sa.Column("batches_sent", sa.Integer, nullable=False, default=0),
+    # how far into the pass (in records) a batch may have reached the target; a resume looks up every record
+    # before this position in the target before creating it again, whatever the batch size of the rerun
+    sa.Column("records_sent", sa.BigInteger, nullable=False, default=0),
     sa.Column("records_committed", sa.BigInteger, nullable=False, default=0),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("run_id", sa.String(36)),
@@ -65,6 +67,7 @@ dead_letters = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     # open: the record is still rejected; superseded: a later pass read the source again from the top
     sa.Column("status", sa.String(16), nullable=False, default="open", index=True),
+    sa.Index("ix_etl_dead_letters_key", "pipeline", "source_id"),
 )
 
 runs = sa.Table(
@@ -102,7 +105,7 @@ class Checkpoint:
     status: str
     cursor: dict | None
     batches_committed: int
-    batches_sent: int
+    records_sent: int
     records_committed: int
 
     @property
@@ -165,7 +168,7 @@ class StateStore:
             return None
         return Checkpoint(row["pipeline"], row["pass_id"], row["status"],
                           json.loads(row["cursor"]) if row["cursor"] else None,
-                          row["batches_committed"], row["batches_sent"], row["records_committed"])
+                          row["batches_committed"], row["records_sent"], row["records_committed"])
 
     def checkpoints(self) -> dict[str, Checkpoint]:
         with self.engine.connect() as c:
@@ -176,7 +179,7 @@ class StateStore:
         """Start a new pass over the source from ``cursor``."""
         pass_id = str(uuid.uuid4())
         values = dict(pass_id=pass_id, status="in_progress", cursor=json.dumps(cursor) if cursor else None,
-                      batches_committed=0, batches_sent=0, records_committed=0, updated_at=now(), run_id=run_id)
+                      batches_committed=0, records_sent=0, records_committed=0, updated_at=now(), run_id=run_id)
         with self.engine.begin() as c:
             if cursor is None:  # the source is read again from the top: its earlier rejects will come again
                 c.execute(dead_letters.update().where(dead_letters.c.pipeline == pipeline)
@@ -186,11 +189,12 @@ class StateStore:
                 c.execute(checkpoints.insert().values(pipeline=pipeline, **values))
         return Checkpoint(pipeline, pass_id, "in_progress", cursor, 0, 0, 0)
 
-    def mark_sent(self, pipeline: str, seq: int) -> None:
-        """Record that batch ``seq`` is about to be written to the target (so a resume looks it up first)."""
+    def mark_sent(self, pipeline: str, through: int) -> None:
+        """Record that the records of the pass up to position ``through`` are about to be written to the target,
+        so that a resume looks them up there first."""
         with self.engine.begin() as c:
             c.execute(checkpoints.update().where(checkpoints.c.pipeline == pipeline)
-                      .where(checkpoints.c.batches_sent < seq).values(batches_sent=seq))
+                      .where(checkpoints.c.records_sent < through).values(records_sent=through))
 
     def complete_pass(self, pipeline: str, cursor: dict | None) -> None:
         with self.engine.begin() as c:
@@ -262,6 +266,22 @@ class StateStore:
                        f"WHERE pipeline = {ph} AND source_id IN ({', '.join([ph] * len(part))})")
                 for sid, tid, h, p in c.exec_driver_sql(sql, (pipeline, *part)):
                     out[sid] = XwalkRow(tid, h, p)
+        return out
+
+    def seen_in_pass(self, pipeline: str, pass_id: str, source_ids: Iterable[str]) -> set[str]:
+        """The ids already read in this pass: loaded or unchanged (crosswalk) or rejected (dead letters)."""
+        ids = [i for i in source_ids if i is not None]
+        out: set[str] = set()
+        if not ids:
+            return out
+        with self.engine.connect() as c:
+            ph = "?" if c.dialect.paramstyle == "qmark" else "%s"
+            for part in _chunks(ids):
+                inlist = ", ".join([ph] * len(part))
+                sql = (f"SELECT source_id FROM etl_crosswalk WHERE pipeline = {ph} AND pass_id = {ph} "
+                       f"AND source_id IN ({inlist}) UNION SELECT source_id FROM etl_dead_letters "
+                       f"WHERE pipeline = {ph} AND pass_id = {ph} AND source_id IN ({inlist})")
+                out.update(r[0] for r in c.exec_driver_sql(sql, (pipeline, pass_id, *part, pipeline, pass_id, *part)))
         return out
 
     def crosswalk_count(self, pipeline: str) -> int:

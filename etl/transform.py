@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from connectors.base import FILE_COLUMN, HASH, LINE_COLUMN, REJECT_SCHEMA, SOURCE_ID, record_json
 from etl.config import ColumnRule, Pipeline
 from etl.mapping import LINK_PREFIX, Mapper
-from etl.stages import ROW, STAGE_REJECT_SCHEMA, STAGES, Stage, StageResult, no_rejects, rejects_where
+from etl.stages import ROW, STAGE_REJECT_SCHEMA, STAGES, Stage, StageContext, StageResult, no_rejects, rejects_where
 from schemas import Entity, get_entity
 
 KEY_SEP = "|"
@@ -94,19 +94,24 @@ class Rejects:
         return pa.concat_tables(self.parts) if self.parts else REJECT_SCHEMA.empty_table()
 
 
+def _as_text(v) -> str:
+    """A YAML value as Arrow writes the same value in text (booleans are true/false)."""
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
 def _filter_mask(table: pa.Table, rule: ColumnRule) -> pa.ChunkedArray:
     """True where a row passes the rule."""
     col = table.column(rule.column)
     text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
     masks = []
     if rule.equals is not None:
-        masks.append(pc.equal(text, str(rule.equals)))
+        masks.append(pc.equal(text, _as_text(rule.equals)))
     if rule.not_equals is not None:
-        masks.append(pc.or_kleene(pc.not_equal(text, str(rule.not_equals)), pc.is_null(text)))
+        masks.append(pc.or_kleene(pc.not_equal(text, _as_text(rule.not_equals)), pc.is_null(text)))
     if rule.in_ is not None:
-        masks.append(pc.is_in(text, value_set=pa.array([str(v) for v in rule.in_], pa.string())))
+        masks.append(pc.is_in(text, value_set=pa.array([_as_text(v) for v in rule.in_], pa.string())))
     if rule.not_in is not None:
-        masks.append(pc.invert(pc.is_in(text, value_set=pa.array([str(v) for v in rule.not_in], pa.string()))))
+        masks.append(pc.invert(pc.is_in(text, value_set=pa.array([_as_text(v) for v in rule.not_in], pa.string()))))
     if rule.not_empty:
         masks.append(pc.and_(pc.is_valid(text), pc.not_equal(pc.fill_null(text, ""), "")))
     if rule.matches is not None:
@@ -133,18 +138,25 @@ def content_hash(table: pa.Table, columns: list[str]) -> pa.Array:
 class Transformer:
     """Turns a source batch of one pipeline into canonical records and rejects."""
 
-    def __init__(self, pipeline: Pipeline, resolve: Resolver):
+    def __init__(self, pipeline: Pipeline, resolve: Resolver, context: StageContext | None = None):
         self.pipeline = pipeline
         self.cfg = pipeline.config
         self.entity: Entity = get_entity(self.cfg.entity)
+        context = context or StageContext(pipeline=pipeline.name)
         self.stages: list[tuple[str, Stage]] = [
-            (s.type, STAGES[s.type](dict(s.model_extra or {}))) for s in self.cfg.stages]
-        self.mapper = Mapper(self.entity, self.cfg.mapping, self.cfg.links)
+            (s.type, STAGES[s.type](dict(s.model_extra or {}), context)) for s in self.cfg.stages]
+        self.mapper = Mapper(self.entity, self.cfg.mapping, self.cfg.links, base_dir=context.project_dir)
         self.resolve = resolve
+        # seen(ids) -> the ids already read earlier in this pass; set by the runner once it knows the pass
+        self.seen: Callable[[list[str]], set[str]] | None = None
         self.link_required = {
             name: (spec.required if spec.required is not None else bool(getattr(self.entity.link(name), "required", False)))
             for name, spec in self.cfg.links.items()}
         self.hash_columns = self.entity.field_names + [self.entity.link(n).id_field for n in self.cfg.links]
+
+    def close(self) -> None:
+        for _, stage in self.stages:
+            stage.close()
 
     def source_ids(self, table: pa.Table) -> pa.ChunkedArray:
         parts = []
@@ -170,6 +182,10 @@ class Transformer:
         table = res.kept
         rejects.add_stage("key", res.rejects)
 
+        # duplicate keys: a key already seen earlier in this pass (in this batch or an earlier one, accepted or
+        # rejected) is a duplicate, whatever happens to its first row and wherever the batches end
+        table = self._drop_duplicates(table, source_rejects, rejects)
+
         if self.cfg.filter:
             keep = None
             for rule in self.cfg.filter:
@@ -188,18 +204,33 @@ class Transformer:
         records = res.kept
         rejects.add_stage("map", res.rejects)
 
-        # duplicate keys within the batch: the first occurrence wins
-        dup = pd.Series(records.column(SOURCE_ID).to_pylist()).duplicated(keep="first").to_numpy()
-        res = rejects_where(records, pa.array(dup, pa.bool_()), "duplicate_key", SOURCE_ID,
-                            "key {value!r} appears more than once in this pass (the first one is kept)")
-        records = res.kept
-        rejects.add_stage("dedupe", res.rejects)
-
         records, link_rejects = self._resolve_links(records)
         rejects.add_stage("link", link_rejects)
 
         records = records.append_column(HASH, content_hash(records, self.hash_columns))
         return Transformed(records, rejects)
+
+    def _drop_duplicates(self, table: pa.Table, source_rejects: pa.Table, rejects: Rejects) -> pa.Table:
+        sids = table.column(SOURCE_ID).to_pylist()
+        dup = pd.Series(sids, dtype=object).duplicated(keep="first").to_numpy(copy=True)
+        # rows the source could not read still took their key: a later row with it is a duplicate
+        src_ids = rejects.parts[0].column("source_id").to_pylist() if source_rejects.num_rows and rejects.parts \
+            else []
+        src_lines = rejects.parts[0].column("line").to_pylist() if src_ids else []
+        first_line: dict[str, int] = {}
+        for sid, line in zip(src_ids, src_lines):
+            if sid is not None:
+                first_line[sid] = min(first_line.get(sid, line or 0), line or 0)
+        earlier = self.seen(list(dict.fromkeys([*sids, *first_line]))) if self.seen else set()
+        if first_line or earlier:
+            lines = table.column(LINE_COLUMN).to_pylist() if LINE_COLUMN in table.column_names else [None] * len(sids)
+            for i, (sid, line) in enumerate(zip(sids, lines)):
+                if sid in earlier or (sid in first_line and (line is None or first_line[sid] < line)):
+                    dup[i] = True
+        res = rejects_where(table, pa.array(dup, pa.bool_()), "duplicate_key", SOURCE_ID,
+                            "key {value!r} appears more than once in this pass (the first one is kept)")
+        rejects.add_stage("dedupe", res.rejects)
+        return res.kept
 
     def _resolve_links(self, records: pa.Table) -> tuple[pa.Table, pa.Table]:
         all_rejects = []

@@ -17,6 +17,19 @@ STAGE_REJECT_SCHEMA = pa.schema(
 
 
 @dataclass
+class StageContext:
+    """What a stage may use besides its options: the state store (for caches such as DaData's), the project's
+    settings, and whether this is a dry run (a stage that pays for requests may refuse to spend in one)."""
+
+    pipeline: str
+    project_dir: Any = None
+    state_engine: Any = None  # sqlalchemy.Engine of the state store, or None
+    settings: Any = None  # etl.config.ProjectConfig
+    dry_run: bool = False
+    console: Any = None
+
+
+@dataclass
 class StageResult:
     kept: pa.Table
     rejects: pa.Table  # STAGE_REJECT_SCHEMA; the engine adds stage, file, line, source id and the original row
@@ -57,8 +70,9 @@ class Stage(ABC):
 
     type: ClassVar[str]
 
-    def __init__(self, options: dict[str, Any]):
+    def __init__(self, options: dict[str, Any], context: StageContext | None = None):
         self.options = options
+        self.context = context or StageContext(pipeline="")
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> str | None:
@@ -67,3 +81,6 @@ class Stage(ABC):
 
     @abstractmethod
     def process(self, table: pa.Table) -> StageResult: ...
+
+    def close(self) -> None:
+        """Release what the stage holds (HTTP clients, caches) at the end of the pipeline's run."""
