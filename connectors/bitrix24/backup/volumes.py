@@ -1,0 +1,183 @@
+"""Archive volumes: ``X.tar.gz``, ``X.tar.gz.1``, ``X.tar.gz.2``... read as one byte stream.
+
+CBackup cuts the tar stream at 512-byte block boundaries into volumes (option ``dump_archive_size_limit``); each
+volume is its own multi-member gzip file that starts with an empty member carrying the ``BX`` extra field (the
+volume's uncompressed size at offset 18; in volume 1 ``LN`` + the number of the last part at offset 12). We find the
+parts in natural numeric order, check none is missing, inflate member after member, and hand out plain chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from connectors.base import BadInputError, TerminalError
+
+__all__ = ["Volume", "VolumeSet", "base_name", "find_volumes", "gzip_volume_info", "is_gzip"]
+
+GZIP_MAGIC = b"\x1f\x8b"
+READ_SIZE = 1 << 20
+_NUMBERED = re.compile(r"^(.*)\.(\d+)$")
+
+
+def base_name(path: Path) -> Path:
+    """``X.tar.gz.3`` -> ``X.tar.gz`` (CTar::getFirstName); other names unchanged."""
+    m = _NUMBERED.match(path.name)
+    if m and re.search(r"\.(tar|enc|gz|tgz|sql)$", m.group(1), re.I):
+        return path.with_name(m.group(1))
+    return path
+
+
+def is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def gzip_volume_info(path: Path) -> dict:
+    """What CBackup wrote into a volume's first gzip member: {"data_size": int|None, "last_part": int|None}."""
+    with open(path, "rb") as f:
+        head = f.read(22)
+    info: dict = {"data_size": None, "last_part": None}
+    if len(head) >= 22 and head[:2] == GZIP_MAGIC and head[3] & 4 and head[16:18] == b"BX":
+        if head[18:22] != b"0000":
+            info["data_size"] = struct.unpack("<I", head[18:22])[0]
+        if head[12:14] == b"LN":
+            info["last_part"] = struct.unpack("<H", head[14:16])[0]
+    return info
+
+
+def find_volumes(first: Path) -> list[Path]:
+    """Every part of the archive whose first volume (or any volume) is ``first``, in order; TerminalError if
+    the first is missing or a part in the middle (or, per the LN mark, at the end) is missing."""
+    base = base_name(first)
+    if not base.is_file():
+        raise TerminalError(f"{base}: no such file (the first volume of the archive)")
+    parts = [base]
+    n = 1
+    while True:
+        nxt = base.with_name(f"{base.name}.{n}")
+        if not nxt.is_file():
+            break
+        parts.append(nxt)
+        n += 1
+    # a gap: X.2 present without X.1 is caught here too
+    later = sorted(
+        (int(m.group(2)) for p in base.parent.glob(f"{glob_escape(base.name)}.*")
+         if (m := _NUMBERED.match(p.name)) and m.group(1) == base.name),
+    )
+    if later and later[-1] > len(parts) - 1:
+        missing = next(k for k in range(1, later[-1] + 1) if k > len(parts) - 1)
+        raise TerminalError(f"{base}: volume {base.name}.{missing} is missing (found up to .{later[-1]})")
+    if is_gzip(base):
+        last = gzip_volume_info(base)["last_part"]
+        if last and last > len(parts) - 1:
+            raise TerminalError(f"{base}: the archive has {last + 1} volumes (up to {base.name}.{last}), "
+                                f"only {len(parts)} found")
+    return parts
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+@dataclass
+class Volume:
+    path: Path
+    size: int
+    gzip: bool
+
+
+class VolumeSet:
+    """The volumes of one archive (or one file), read as one plain (inflated) byte stream."""
+
+    def __init__(self, first: Path | str, *, single: bool = False):
+        first = Path(first)
+        paths = [first] if single else find_volumes(first)
+        self.volumes = [Volume(p, p.stat().st_size, is_gzip(p)) for p in paths]
+        self.position = 0  # plain bytes handed out so far
+        self.compressed_done = 0  # bytes of the volume files read so far
+
+    @property
+    def first(self) -> Path:
+        return self.volumes[0].path
+
+    @property
+    def total_size(self) -> int:
+        return sum(v.size for v in self.volumes)
+
+    def identity(self) -> dict:
+        st = self.first.stat()
+        return {"path": str(self.first.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "volumes": len(self.volumes)}
+
+    def chunks(self) -> Iterator[bytes]:
+        """Plain chunks of the whole stream, volume after volume."""
+        done_before = 0
+        for vol in self.volumes:
+            if vol.gzip:
+                yield from self._inflate(vol, done_before)
+            else:
+                with open(vol.path, "rb") as f:
+                    while True:
+                        data = f.read(READ_SIZE)
+                        if not data:
+                            break
+                        self.compressed_done = done_before + f.tell()
+                        self.position += len(data)
+                        yield data
+            done_before += vol.size
+            self.compressed_done = done_before
+
+    def _inflate(self, vol: Volume, done_before: int) -> Iterator[bytes]:
+        d = zlib.decompressobj(wbits=31)
+        member_start = 0
+        member_fed = False
+        fed = 0
+        with open(vol.path, "rb") as f:
+            while True:
+                data = f.read(READ_SIZE)
+                if not data:
+                    break
+                fed += len(data)
+                self.compressed_done = done_before + fed
+                while data:
+                    member_fed = True
+                    try:
+                        out = d.decompress(data)
+                    except zlib.error as e:
+                        at = fed - len(data)
+                        raise BadInputError(f"{vol.path.name}: corrupt gzip data near byte {at} "
+                                            f"(member starting at byte {member_start}): {e}",
+                                            file=str(vol.path), offset=at) from None
+                    if out:
+                        self.position += len(out)
+                        yield out
+                    if d.eof:
+                        rest = d.unused_data
+                        member_start = fed - len(rest)
+                        d = zlib.decompressobj(wbits=31)
+                        member_fed = False
+                        data = rest
+                        if rest and rest[:2] != GZIP_MAGIC and not rest.strip(b"\x00"):
+                            data = b""  # zero padding after the last member
+                        elif rest and rest[:2] != GZIP_MAGIC:
+                            raise BadInputError(f"{vol.path.name}: garbage after gzip member at byte "
+                                                f"{member_start}", file=str(vol.path), offset=member_start)
+                    else:
+                        data = b""
+        if member_fed and not d.eof:
+            raise BadInputError(f"{vol.path.name}: truncated gzip data (the volume ends inside a member that "
+                                f"starts at byte {member_start}); is the file complete?",
+                                file=str(vol.path), offset=fed)
+
+
+def plain_size(paths: list[Path]) -> int:
+    return sum(os.path.getsize(p) for p in paths)
