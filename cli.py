@@ -19,6 +19,9 @@ app = typer.Typer(help="crm-etl: move customer data from 1C exports and SQL data
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 dlq_app = typer.Typer(help="Dead letters: the records that were rejected, with their reasons.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+sandbox_app = typer.Typer(help="The local Bitrix24 sandbox: a server that speaks Bitrix24 REST (limits, paging, "
+                               "batch, faults), for rehearsals and tests.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-C", envvar="ETL_PROJECT",
                                           help="project directory (holds pipelines.yaml)")]
@@ -147,6 +150,11 @@ def validate(
                 continue
             issues += check_columns(p, cols)
             checked[name] = len(cols)
+        from etl.factory import check_targets  # targets that can be asked (Bitrix24): reads only
+
+        for p, msg in check_targets(project):
+            issues.append(ConfigIssue(p.doc.file, p.doc.line(("target_options",)) or p.doc.line(("entity",)),
+                                      "target", msg))
     if issues:
         raise ConfigError(issues)
     summary = {"ok": True, "pipelines": project.order, "columns_checked": checked}
@@ -391,6 +399,75 @@ def dlq_export(
         console.emit("dlq_export", {"file": str(output), "rows": n, "format": fmt})
     elif not quiet:
         console.info(f"wrote {n} dead letters to {output}")
+
+
+# ------------------------------------------------------------------ sandbox
+@sandbox_app.command("serve")
+@_handled
+def sandbox_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: any free port)")] = 0,
+    db: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the portal's database (default: SQLite in "
+                                                   "memory; e.g. sqlite:///portal.db, mysql+pymysql://..)")] = None,
+    limits: Annotated[str, typer.Option(help="cloud (50 burst, 2/s, 480 s operating), enterprise (250, 5/s) "
+                                             "or off")] = "cloud",
+    op_cost_ms: Annotated[float, typer.Option(min=0, help="simulated server time of every command, billed to "
+                                                          "the operating budget")] = 0,
+    faults: Annotated[Optional[str], typer.Option(help='fault injection, e.g. "503=0.1,500=0.02,drop=0.01,'
+                                                       'slow=0.05:2.0,html=0.01,cmd_error=0.01,seed=7"')] = None,
+    token: Annotated[Optional[str], typer.Option(help="the webhook token (default: a random one)")] = None,
+    user: Annotated[int, typer.Option(min=1, help="the webhook's user id")] = 1,
+    batch_billing: Annotated[str, typer.Option(help="nested (the docs: nested calls bill their methods) or batch "
+                                                    "(2026 self-hosted: billed to `batch`)")] = "nested",
+    op_sleep: Annotated[bool, typer.Option("--op-sleep/--no-op-sleep",
+                                           help="spend the simulated cost as real time (default), or only bill it")] = True,
+    operating_limit: Annotated[Optional[float], typer.Option(min=0, help="operating budget in seconds per method "
+                                                                         "(default: the plan's, 480)")] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Serve a local Bitrix24 portal until Ctrl-C: prints its incoming-webhook URL (use it as the target's
+    webhook) and the OAuth base."""
+    import signal
+    import time
+
+    from connectors.bitrix24.sandbox import start_sandbox
+    from etl.config import ConfigIssue
+
+    console = make_console(json_out, quiet)
+    try:
+        sb = start_sandbox(db, host=host, port=port, limits=limits, op_cost_ms=op_cost_ms, faults=faults,
+                           webhook_user=user, webhook_token=token, batch_billing=batch_billing, op_sleep=op_sleep,
+                           operating_limit=operating_limit if operating_limit is not None else False)
+    except ValueError as e:
+        raise ConfigError([ConfigIssue("command line", None, "sandbox serve", str(e))])
+    info = {"url": sb.url, "oauth_base": sb.oauth_base, "token_url": sb.token_url, "limits": sb.limits.name,
+            "op_cost_ms": op_cost_ms, "faults": sb.fault_spec.describe() if sb.fault_spec.active else None,
+            "db": db or "sqlite:// (in memory)"}
+    if json_out:
+        # the sandbox's own URL is what this command is for: printed whole, not masked
+        print(json.dumps({"event": "sandbox", **info}), flush=True)
+    else:
+        print(sb.url, flush=True)
+        if not quiet:
+            print(f"Bitrix24 sandbox: limits {info['limits']}, op cost {op_cost_ms:g} ms, faults "
+                  f"{info['faults'] or 'none'}, db {info['db']}; OAuth base {sb.oauth_base}. Ctrl-C stops it.",
+                  file=sys.stderr, flush=True)
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sb.stop()
+        if not quiet and not json_out:
+            print("sandbox stopped", file=sys.stderr, flush=True)
 
 
 def main() -> None:

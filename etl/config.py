@@ -39,8 +39,177 @@ class OnecFlatSource(Model):
     types: dict[str, ColumnType] = Field(default_factory=dict, description="column -> type; others stay text")
 
 
-SourceConfig = Annotated[Union[OnecFlatSource], Field(discriminator="type")]
-_SOURCE_ADAPTER: TypeAdapter = TypeAdapter(SourceConfig)
+class CommercemlSource(Model):
+    """1C / Bitrix CommerceML 2.x and 3.x exchange files (connectors/onec/commerceml.py lists the columns)."""
+
+    type: Literal["commerceml"]
+    files: str | list[str] = Field(description="glob pattern(s), relative to `dir`")
+    dir: str = Field(".", description="base directory, relative to the project")
+    kind: Literal["counterparties", "contacts", "documents", "document_items"] = "counterparties"
+    encoding: str = Field("auto", description="auto: the BOM, else the XML declaration, else UTF-8")
+    embedded_counterparties: bool = Field(True, description="counterparties: also those embedded in documents")
+
+    @property
+    def types(self) -> dict:  # etl.checks.check_columns reads `source.types` of every source; all columns are text
+        return {}
+
+
+class EnterprisedataSource(Model):
+    """1C EnterpriseData exchange messages (connectors/onec/enterprisedata.py lists the columns)."""
+
+    type: Literal["enterprisedata"]
+    files: str | list[str] = Field(description="glob pattern(s), relative to `dir`")
+    dir: str = Field(".", description="base directory, relative to the project")
+    kind: Literal["counterparties", "documents", "document_items"] = "counterparties"
+    encoding: str = Field("auto", description="auto: the BOM, else the XML declaration, else UTF-8")
+    embedded_counterparties: bool = Field(True, description="counterparties: also those embedded in documents")
+
+    @property
+    def types(self) -> dict:  # etl.checks.check_columns reads `source.types` of every source; all columns are text
+        return {}
+
+
+from pydantic import model_validator as _model_validator  # noqa: E402  (the SQL source models below)
+
+
+def _register_url_secrets(url: str) -> str:
+    """Mask a database URL's password, and a PWD= inside an odbc_connect string, in every message."""
+    import re as _re
+    from urllib.parse import unquote_plus as _unquote
+
+    secrets.register(url)
+    for m in _re.finditer(r"(?:^|;|%3B)\s*pwd\s*(?:=|%3D)\s*(\{[^}]*\}|[^;&%]*(?:%(?!3B)[^;&%]*)*)",
+                          url, _re.IGNORECASE):
+        pwd = m.group(1)
+        for value in {pwd, _unquote(pwd), _unquote(pwd).strip("{}")}:
+            secrets.register(value)
+    return url
+
+
+class _SqlReadOptions(Model):
+    """Keys shared by the SQL-database sources."""
+
+    url: str = Field(description="SQLAlchemy URL: postgresql+psycopg://, mysql+pymysql://, mssql+pyodbc://, "
+                                 "postgresql+pyodbc://, mysql+pyodbc:// (DSN-less: ?odbc_connect=...)")
+    schema_: str | None = Field(None, alias="schema", description="database schema of the table")
+    watermark: str | None = Field(None, description="incremental: a column that grows when a row changes")
+    mode: Literal["full", "incremental"] | None = Field(
+        None, description="full: every pass reads all rows in key order; incremental: rows past the watermark "
+                          "(default: incremental when a watermark is given)")
+    fetch_size: int = Field(5000, gt=0, le=1_000_000, description="rows per round trip to the database")
+    page_rows: int | None = Field(50_000, gt=0, description="rows per query (keyset paging); null: one query")
+    lookback: float | None = Field(None, ge=0, description="incremental: start each new pass this much before "
+                                                           "the last watermark (seconds, or units)")
+    timestamp_unit: Literal["s", "ms", "us"] = Field("s", description="timestamps are cut to this unit (the "
+                                                                      "schemas keep seconds)")
+
+    @field_validator("url")
+    @classmethod
+    def _mask_url(cls, v: str) -> str:
+        return _register_url_secrets(v)
+
+    @property
+    def types(self) -> dict:  # etl.checks.check_columns reads `source.types` of every source
+        return {}
+
+    @_model_validator(mode="after")
+    def _incremental_needs_watermark(self):
+        if self.mode == "incremental" and not self.watermark:
+            raise ValueError("mode incremental needs a `watermark` column")
+        return self
+
+
+class SqlSourceConfig(_SqlReadOptions):
+    """Any SQL database: a table or a query, streamed in key order (full) or past a watermark (incremental)."""
+
+    type: Literal["sql"]
+    table: str | None = None
+    query: str | None = Field(None, description="a SELECT without ORDER BY; its columns are the source's columns")
+    columns: list[str] | None = Field(None, description="table: read only these columns (key and watermark too)")
+    key: list[str] = Field(description="unique, non-NULL column(s): the order and the resume position")
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @_model_validator(mode="after")
+    def _table_or_query(self):
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` and `query`")
+        if self.watermark and self.watermark in self.key:
+            raise ValueError(f"the watermark column {self.watermark!r} cannot also be a key column")
+        return self
+
+
+class OnecDbSourceConfig(_SqlReadOptions):
+    """1C:Enterprise's own database: a _Reference/_Document/tabular-part table with readable column names."""
+
+    type: Literal["onec_db"]
+    reference: str | None = Field(None, description="a catalog table, e.g. _Reference42")
+    document: str | None = Field(None, description="a document table, e.g. _Document18335")
+    table: str | None = Field(None, description="any other table, e.g. a tabular part _Reference42_VT50")
+    fields: dict[str, str] = Field(default_factory=dict, description="readable name -> column, e.g. ИНН: _Fld1234")
+    standard: bool = Field(True, description="also Код, Наименование, ПометкаУдаления, Родитель, ЭтоГруппа...")
+    year_offset: int | Literal["auto"] = Field("auto", description="years 1C added to dates (2000), or auto: "
+                                                                   "read from _YearOffset")
+    key: list[str] | None = Field(None, description="default: _IDRRef (tabular part: owner link + _LineNo)")
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @_model_validator(mode="after")
+    def _one_table(self):
+        if sum(x is not None for x in (self.reference, self.document, self.table)) != 1:
+            raise ValueError("give exactly one of `reference`, `document` and `table`")
+        return self
+
+
+class Bitrix24BackupSourceConfig(Model):
+    """A Bitrix24 / 1C-Bitrix backup read without restoring it: a CBackup archive (X.tar.gz, X.enc.gz... and its
+    volumes .1, .2...) or a dump (X.sql and its parts, a mysqldump file)."""
+
+    type: Literal["bitrix24_backup"]
+    path: str = Field(description="the archive's first volume or the .sql dump, relative to the project")
+    entity: Literal["company", "contact", "deal", "smart_process", "list_element", "table"]
+    password: SecretStr | None = Field(None, description="for encrypted archives, e.g. ${BACKUP_PASSWORD}")
+    charset: str | None = Field(None, description="override the dump's SET NAMES (utf8, cp1251)")
+    entity_type_id: int | None = Field(None, description="smart_process: the type's entityTypeId (e.g. 130)")
+    iblock_id: int | None = Field(None, description="list_element: the list's iblock ID")
+    table: str | None = Field(None, description="table: any table of the dump; smart_process: its item table")
+    include_my_companies: bool = Field(False, description="company: keep IS_MY_COMPANY='Y' rows")
+    default_category_name: str | None = Field(None, description="deal: name of pipeline 0 if the backup has none")
+    cache_dir: str = Field(".etl/cache/bitrix24_backup", description="where the prepass keeps its join tables")
+
+    @property
+    def types(self) -> dict:  # etl.checks.check_columns reads `source.types` of every source
+        return {}
+
+    @_model_validator(mode="after")
+    def _entity_needs(self):
+        need = {"smart_process": "entity_type_id", "list_element": "iblock_id", "table": "table"}.get(self.entity)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"entity {self.entity} needs `{need}`")
+        return self
+
+
+# Every source model, by its `type`. A new source: a model with `type: Literal[...]`, added here and in factory.py.
+SOURCE_MODELS: dict[str, type[Model]] = {"onec_flat": OnecFlatSource}
+SOURCE_MODELS["commerceml"] = CommercemlSource
+SOURCE_MODELS["enterprisedata"] = EnterprisedataSource
+SOURCE_MODELS["sql"] = SqlSourceConfig
+SOURCE_MODELS["onec_db"] = OnecDbSourceConfig
+SOURCE_MODELS["bitrix24_backup"] = Bitrix24BackupSourceConfig
+
+
+def validate_source(block: dict) -> Model:
+    """Validate a merged source block with the model its `type` names."""
+    model = SOURCE_MODELS.get(block.get("type"))  # type: ignore[arg-type]
+    if model is None:
+        raise ValueError(block.get("type"))
+    return model.model_validate(block)
 
 
 # ---------------------------------------------------------------- targets
@@ -69,7 +238,110 @@ class CsvTarget(Model):
     delimiter: str = ";"
 
 
-TargetConfig = Annotated[Union[SqlTarget, ParquetTarget, CsvTarget], Field(discriminator="type")]
+class Bitrix24OAuth(Model):
+    """OAuth 2.0 of a Bitrix24 application: the access token is refreshed on `expired_token`."""
+
+    client_endpoint: str = Field(description="https://<portal>/rest/")
+    access_token: SecretStr
+    refresh_token: SecretStr
+    client_id: str
+    client_secret: SecretStr
+    token_url: str = "https://oauth.bitrix.info/oauth/token/"
+    token_file: str | None = Field(None, description="where refreshed tokens are kept (the refresh token rotates)")
+
+
+class Bitrix24Limits(Model):
+    """Custom limits (instead of a profile name): the leaky bucket and the per-method operating budget."""
+
+    burst: float | None = Field(50, description="requests the bucket holds; null: no bucket")
+    rate: float = Field(2.0, gt=0, description="requests drained per second")
+    operating: float | None = Field(480.0, description="operating seconds per method per 10 minutes; null: off")
+
+
+class Bitrix24Sandbox(Model):
+    """The bundled local Bitrix24 (`etl sandbox`), started inside the run: for rehearsals and the sample project."""
+
+    db: str = Field("sqlite:///.etl/sandbox.db", description="where the sandbox keeps its CRM")
+    limits: Literal["cloud", "enterprise", "off"] = "off"
+    op_cost_ms: float = Field(0, ge=0)
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v
+
+
+class Bitrix24Target(Model):
+    """A Bitrix24 portal over its REST API: an incoming webhook URL or OAuth settings (from ${ENV}), or the
+    bundled sandbox."""
+
+    type: Literal["bitrix24"]
+    sandbox: Bitrix24Sandbox | None = None
+    webhook: SecretStr | None = Field(None, description="https://<portal>/rest/<user id>/<code>/")
+    oauth: Bitrix24OAuth | None = Field(None, validate_default=True)
+    limits: Literal["cloud", "enterprise", "self_hosted", "off"] | Bitrix24Limits = "cloud"
+    max_in_flight: int | None = Field(None, ge=1, le=32, description="requests at a time (default: 1 cloud, 4 else)")
+    timeout: float = Field(90.0, gt=0, description="seconds to wait for an answer (the cloud cuts at 60)")
+    connect_timeout: float = Field(10.0, gt=0)
+    retries: int = Field(8, ge=1, le=100, description="attempts per request for what is safe to repeat")
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("oauth")
+    @classmethod
+    def _one_auth(cls, v, info):
+        given = [k for k, x in (("sandbox", info.data.get("sandbox")), ("webhook", info.data.get("webhook")),
+                                ("oauth", v)) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `webhook`, `oauth` or `sandbox`"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return v
+
+
+TargetConfig = Annotated[Union[SqlTarget, ParquetTarget, CsvTarget, Bitrix24Target], Field(discriminator="type")]
+
+
+class Bitrix24PortalSourceConfig(Bitrix24Target):
+    """A live Bitrix24 portal read over REST (connectors/bitrix24/export.py): the same connection keys as a
+    `type: bitrix24` target (webhook / oauth from ${ENV}, or `sandbox:`), and what to read. Reads only."""
+
+    type: Literal["bitrix24_portal"]  # type: ignore[assignment]
+    entity: Literal["company", "contact", "deal", "smart_process", "list_element"]
+    select: list[str] | None = Field(None, description="portal field names to read (default: the usual ones)")
+    entity_type_id: int | None = Field(None, description="smart_process: its entityTypeId (128+)")
+    iblock_id: int | None = Field(None, description="list_element: the list's IBLOCK_ID")
+    iblock_code: str | None = Field(None, description="list_element: or its IBLOCK_CODE")
+    iblock_type: str = Field("lists", description="list_element: IBLOCK_TYPE_ID")
+    mode: Literal["full", "incremental"] = Field(
+        "full", description="incremental: by DATE_MODIFY (crm.item: updatedTime), the next run reads what changed")
+    filter: dict[str, Any] = Field(default_factory=dict, description="an extra portal filter, e.g. {CATEGORY_ID: 0}")
+
+    @property
+    def types(self) -> dict:  # etl.checks.check_columns reads `source.types` of every source
+        return {}
+
+    @field_validator("webhook")
+    @classmethod
+    def _mask_webhook(cls, v):
+        if v is not None:
+            secrets.register(v.get_secret_value())
+        return v
+
+    @_model_validator(mode="after")
+    def _portal_entity_needs(self):
+        if self.entity == "smart_process" and self.entity_type_id is None:
+            raise ValueError("entity smart_process needs `entity_type_id`")
+        if self.entity == "list_element" and self.iblock_id is None and not self.iblock_code:
+            raise ValueError("entity list_element needs `iblock_id` or `iblock_code`")
+        if self.entity == "list_element" and self.mode == "incremental":
+            raise ValueError("list_element is read in mode full only")
+        return self
+
+
+SOURCE_MODELS["bitrix24_portal"] = Bitrix24PortalSourceConfig
 
 
 # ---------------------------------------------------------------- project
@@ -89,6 +361,12 @@ class DadataConfig(Model):
     base_url: str | None = None
     timeout: float = 10.0
     max_requests_per_run: int | None = None
+    # DaData's published clean limits per IP; lower them for a shared IP, raise them for the self-hosted edition
+    requests_per_second: float = Field(20.0, gt=0, description="requests per second at most (evenly spaced)")
+    connections_per_minute: int = Field(60, gt=0, description="new connections per minute at most (keep-alive)")
+    workers: int = Field(4, ge=1, le=32, description="requests in flight at once")
+    retries: int = Field(5, ge=0, le=20, description="retries of a 429, 5xx, timeout or dropped connection")
+    retry_wait: float = Field(0.5, ge=0, le=60, description="first back-off in seconds (doubles, with jitter)")
 
 
 class ProjectConfig(Model):
@@ -124,6 +402,45 @@ class ColumnRule(Model):
     matches: str | None = None
 
 
+class DateFormat(Model):
+    """`date:` of a mapped field: the source gives dates as text in these strptime formats (tried in order)."""
+
+    format: list[str]
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class NumberFormat(Model):
+    """`number:` of a mapped field: the source gives numbers as text with this decimal mark and grouping."""
+
+    decimal: str = "."
+    thousands: str | None = None
+
+
+class LookupSpec(Model):
+    """`lookup:` of a mapped field: the value is looked up by `key` in a table file and replaced by its `value`."""
+
+    file: str
+    key: str
+    value: str
+    normalise: Literal["name", "lower", "none"] = "none"
+    default: Any = None
+    encoding: str = "auto"
+    delimiter: str = "auto"
+
+
+class CaseSpec(Model):
+    """One alternative of `cases:`: the first whose `when` holds gives the value."""
+
+    when: ColumnRule
+    column: str | None = None
+    const: Any = None
+    template: str | None = None
+
+
 class FieldSpec(Model):
     """How a target field is made from source columns."""
 
@@ -132,6 +449,10 @@ class FieldSpec(Model):
     concat: list[str] | None = None
     sep: str = " "
     template: str | None = None
+    cases: list[CaseSpec] | None = None
+    date: DateFormat | None = None
+    number: NumberFormat | None = None
+    lookup: LookupSpec | None = None
     map: dict[str, Any] | None = None
     default: Any = None
 
@@ -161,6 +482,8 @@ class PipelineConfig(Model):
     mapping: dict[str, str | FieldSpec]
     links: dict[str, LinkSpec] = Field(default_factory=dict)
     target: str | None = None
+    target_options: dict[str, Any] = Field(default_factory=dict,
+                                           description="options for this pipeline's sink (checked by the sink)")
     batch_size: int | None = Field(None, gt=0, le=1_000_000)
 
     @field_validator("key", mode="before")
@@ -320,6 +643,7 @@ def _data_path(loc: tuple, data: Any) -> tuple:
 
 
 _DISCRIMINATORS = {"onec_flat", "sql", "parquet", "csv"}
+_DISCRIMINATORS |= {"bitrix24"}
 _MODEL_NAMES = {"str", "int", "float", "bool", "FieldSpec", "list", "dict"}
 
 
@@ -329,7 +653,7 @@ class Pipeline:
     """A validated pipeline with the merged, typed source block."""
 
     config: PipelineConfig
-    source: OnecFlatSource
+    source: Model  # one of SOURCE_MODELS
     source_name: str
     doc: Located
 
@@ -444,6 +768,11 @@ def _register_secrets(cfg: ProjectConfig) -> None:
     for t in cfg.targets.values():
         if isinstance(t, SqlTarget):
             secrets.register(t.url)
+        if isinstance(t, Bitrix24Target):  # the webhook code and the OAuth tokens
+            for sec in (t.webhook, *((t.oauth.access_token, t.oauth.refresh_token, t.oauth.client_secret)
+                                     if t.oauth else ())):
+                if sec is not None:
+                    secrets.register(sec.get_secret_value())
     secrets.register(cfg.state.url)
     if cfg.dadata:
         for s in (cfg.dadata.api_key, cfg.dadata.secret):
@@ -473,10 +802,17 @@ def _load_pipeline(doc: Located, name: str, cfg: ProjectConfig, env: dict, issue
         block = {**cfg.sources[source_name], **block}
     else:
         source_name = pc.name
+    stype = block.get("type")
+    if stype not in SOURCE_MODELS:
+        where = ("source", "type") if "type" in pc.source else ("source", "use")
+        issues.append(ConfigIssue(doc.file, doc.line(where), "source.type",
+                                  f"unknown source type {stype!r} (known: {', '.join(SOURCE_MODELS)})",
+                                  suggest(stype, SOURCE_MODELS) if stype else None))
+        return None
     try:
-        source = _SOURCE_ADAPTER.validate_python(block)
+        source = validate_source(block)
     except ValidationError as e:
-        issues.extend(issues_from_validation(e, doc, OnecFlatSource, ("source",)))
+        issues.extend(issues_from_validation(e, doc, SOURCE_MODELS[stype], ("source",)))
         return None
     if pc.target and pc.target not in cfg.targets:
         issues.append(ConfigIssue(doc.file, doc.line(("target",)), "target", f"unknown target {pc.target!r}",

@@ -25,6 +25,13 @@ def _reachable(url: str) -> str | None:
         return f"{type(e).__name__}: {e}"
 
 
+@pytest.fixture(autouse=True)
+def _sql_target_by_default(monkeypatch):
+    """The sample project loads into the bundled Bitrix24 sandbox unless ETL_TARGET says otherwise; most tests
+    are about the engine and use the SQL warehouse target (the Bitrix24 tests switch explicitly)."""
+    monkeypatch.setenv("ETL_TARGET", "warehouse")
+
+
 @pytest.fixture
 def pg_url():
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

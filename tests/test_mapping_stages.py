@@ -132,3 +132,25 @@ def test_a_changed_map_is_an_update_of_the_changed_records_only(deals_project, c
     fin = next(e for e in events(res.output) if e["event"] == "pipeline_finished")
     assert fin["updated"] == 1 and fin["unchanged"] == 2 and fin["created"] == 0
     assert rows(deals_project)["Сервис|1"]["stage"] == "C1:WON"
+
+
+def test_a_yaml_boolean_in_a_filter_matches_a_boolean_column(deals_project, cli):
+    f = deals_project / "pipelines" / "deals.yaml"
+    f.write_text(DEALS.replace("  - {column: Удалена, not_equals: Да}", "  - {column: Закрыта, equals: false}"),
+                 encoding="utf-8")
+    res = cli("run", "--json", "-C", deals_project)
+    fin = next(e for e in events(res.output) if e["event"] == "pipeline_finished")
+    assert fin["reasons"].get("filtered") == 1  # only the closed service deal is left out
+    assert "Сервис|1" not in rows(deals_project) and "Продажа|1" in rows(deals_project)
+
+
+def test_sub_second_timestamps_are_truncated_to_the_fields_seconds():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from etl.mapping import cast_column
+
+    arr = pa.chunked_array([pa.array([dt.datetime(2024, 5, 1, 10, 0, 0, 999_999), None], pa.timestamp("us"))])
+    out, bad = cast_column(arr, pa.timestamp("s"))
+    assert bad is None and out.to_pylist() == [dt.datetime(2024, 5, 1, 10, 0, 0), None]
