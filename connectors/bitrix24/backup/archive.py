@@ -21,7 +21,7 @@ from typing import Iterator
 from connectors.base import BadInputError, TerminalError
 from connectors.bitrix24.backup.crypto import HEADER_SIZE, Decryptor, is_encrypted_header
 from connectors.bitrix24.backup.tar import TarReader, looks_like_tar
-from connectors.bitrix24.backup.volumes import READ_SIZE, VolumeSet, base_name, is_gzip
+from connectors.bitrix24.backup.volumes import READ_SIZE, VolumeSet, base_name, is_gzip, prefetch
 
 __all__ = ["BackupDump", "is_dump_member"]
 
@@ -147,7 +147,7 @@ class BackupDump:
     def _archive_members(self) -> Iterator[tuple[str, bytes]]:
         self._volumes = vs = VolumeSet(self.path)
         name = vs.first.name
-        plain = vs.chunks()
+        plain = prefetch(vs.chunks())
         head = b""
         for chunk in plain:
             head += chunk
