@@ -173,8 +173,6 @@ def _target_option_issues(project: "Project", p: "Pipeline") -> list["ConfigIssu
 
 def columns_used(p: "Pipeline") -> dict[tuple, str]:
     """Every source column a pipeline refers to, by the key path that refers to it."""
-    from etl.config import FieldSpec
-
     cfg = p.config
     used: dict[tuple, str] = {}
     for i, k in enumerate(cfg.key):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from etl import secrets
 from etl.yamlpos import Located, YamlError, interpolate, load_yaml, project_env
@@ -517,7 +517,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(i) for i in issues))
 
 
-def _distance(a: str, b: str) -> int:
+def edit_distance(a: str, b: str) -> int:
     """Optimal string alignment distance (edits, with adjacent transpositions)."""
     d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
     for i in range(len(a) + 1):
@@ -538,11 +538,11 @@ def suggest(word: str, options: typing.Iterable[str]) -> str | None:
     word = str(word)
     options = [str(o) for o in options]
     close = difflib.get_close_matches(word, options, n=5, cutoff=0.6)
-    by_edits = [o for o in options if _distance(word.lower(), o.lower()) <= max(1, len(word) // 3)]
+    by_edits = [o for o in options if edit_distance(word.lower(), o.lower()) <= max(1, len(word) // 3)]
     pool = list(dict.fromkeys(close + by_edits))
     if not pool:
         return None
-    return min(pool, key=lambda o: (_distance(word.lower(), o.lower()), abs(len(o) - len(word)),
+    return min(pool, key=lambda o: (edit_distance(word.lower(), o.lower()), abs(len(o) - len(word)),
                                     -difflib.SequenceMatcher(None, word, o).ratio()))
 
 

@@ -23,9 +23,7 @@ import codecs
 import csv
 import datetime as _dt
 import gc
-import glob
 import io
-import os
 from functools import reduce
 from itertools import islice
 from pathlib import Path
@@ -45,6 +43,7 @@ from connectors.base import (
     make_rejects,
     record_json,
 )
+from connectors.onec.paths import resolve_files
 
 __all__ = [
     "COLUMN_TYPES", "ColumnType", "FlatFileSource", "clean_header", "detect_encoding", "read_header", "sniff_delimiter",
@@ -571,18 +570,7 @@ class FlatFileSource(Source):
     # --- files
 
     def _resolve(self) -> list[tuple[str, Path]]:
-        """(path as matched, path to open) of every matched file, sorted; TerminalError if a pattern matches nothing."""
-        found: dict[str, Path] = {}
-        for pattern in self.patterns:
-            if os.path.isabs(pattern):
-                hits = [(m, Path(m)) for m in glob.glob(pattern, recursive=True)]
-            else:
-                hits = [(m, self.base_dir / m) for m in glob.glob(pattern, root_dir=self.base_dir, recursive=True)]
-            hits = [(rel, full) for rel, full in hits if full.is_file()]
-            if not hits:
-                raise TerminalError(f"{self.name}: no file matches {pattern!r} (base dir {str(self.base_dir)!r})")
-            found.update(hits)
-        return sorted(found.items())
+        return resolve_files(self.patterns, self.base_dir, self.name)
 
     def _open(self, rel: str, full: Path, *, whole_scan: bool):
         return _open(full, rel, encoding=self.encoding, delimiter=self.delimiter, sheet=self.sheet,

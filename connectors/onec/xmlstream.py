@@ -30,10 +30,8 @@ from __future__ import annotations
 import bisect
 import codecs
 import datetime as _dt
-import glob
 import json
 import logging
-import os
 import re
 from abc import abstractmethod
 from collections import Counter
@@ -56,6 +54,7 @@ from connectors.base import (
     make_rejects,
     record_json,
 )
+from connectors.onec.paths import resolve_files
 
 log = logging.getLogger("connectors.onec.xml")
 
@@ -468,17 +467,7 @@ class XmlRecordSource(Source):
     # --- files
 
     def _resolve(self) -> list[tuple[str, Path]]:
-        found: dict[str, Path] = {}
-        for pattern in self.patterns:
-            if os.path.isabs(pattern):
-                hits = [(m, Path(m)) for m in glob.glob(pattern, recursive=True)]
-            else:
-                hits = [(m, self.base_dir / m) for m in glob.glob(pattern, root_dir=self.base_dir, recursive=True)]
-            hits = [(rel, full) for rel, full in hits if full.is_file()]
-            if not hits:
-                raise TerminalError(f"{self.name}: no file matches {pattern!r} (base dir {str(self.base_dir)!r})")
-            found.update(hits)
-        return sorted(found.items())
+        return resolve_files(self.patterns, self.base_dir, self.name)
 
     def _phases(self) -> list[str]:
         if self.kind in ("documents", "document_items"):

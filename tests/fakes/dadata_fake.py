@@ -22,6 +22,8 @@ qc=3 (every city has it), nothing readable qc=2. ``set_quality`` overrides qc/qc
 
 from __future__ import annotations
 
+from etl.config import edit_distance
+
 import functools
 import hashlib
 import json
@@ -118,21 +120,8 @@ _street_names: dict[str, str] = {_fold(n): n for n in STREETS}
 
 
 def _distance(a: str, b: str) -> int:
-    """Optimal string alignment distance (a swap of two neighbours is one edit)."""
-    if abs(len(a) - len(b)) > 2:
-        return 3
-    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i in range(len(a) + 1):
-        d[i][0] = i
-    for j in range(len(b) + 1):
-        d[0][j] = j
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            cost = a[i - 1] != b[j - 1]
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[-1][-1]
+    """Edits between two words (a swap of two neighbours is one edit); 3 for words far apart in length."""
+    return 3 if abs(len(a) - len(b)) > 2 else edit_distance(a, b)
 
 
 _KINDS: dict[str, dict[str, str]] = {"city": _city_names, "region": _region_cores, "street": _street_names}
