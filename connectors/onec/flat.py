@@ -43,7 +43,7 @@ from connectors.base import (
     make_rejects,
     record_json,
 )
-from connectors.onec.paths import resolve_files
+from connectors.onec.paths import file_size, resolve_files
 
 __all__ = [
     "COLUMN_TYPES", "ColumnType", "FlatFileSource", "clean_header", "detect_encoding", "read_header", "sniff_delimiter",
@@ -663,12 +663,7 @@ class FlatFileSource(Source):
         self._check_types(expected)
         schema = self._schema(expected)
         start, skip = self._start(files, cursor)
-        done_bytes = 0
-        for rel, full in files[:start]:
-            try:
-                done_bytes += full.stat().st_size
-            except OSError:
-                pass
+        done_bytes = sum(file_size(full) for _, full in files[:start])
         for index in range(start, len(files)):
             rel, full = files[index]
             try:

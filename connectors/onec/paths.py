@@ -22,3 +22,11 @@ def resolve_files(patterns: list[str], base_dir: Path, source: str) -> list[tupl
             raise TerminalError(f"{source}: no file matches {pattern!r} (base dir {str(base_dir)!r})")
         found.update(hits)
     return sorted(found.items())
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a file for the progress count; 0 if it is gone meanwhile."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

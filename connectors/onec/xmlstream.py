@@ -54,7 +54,7 @@ from connectors.base import (
     make_rejects,
     record_json,
 )
-from connectors.onec.paths import resolve_files
+from connectors.onec.paths import file_size, resolve_files
 
 log = logging.getLogger("connectors.onec.xml")
 
@@ -522,19 +522,11 @@ class XmlRecordSource(Source):
             raise ValueError("batch_size must be >= 1")
         files = self._resolve()
         start, pos = self._start(files, cursor)
-        done_bytes = 0
-        for rel, full in files[:start]:
-            try:
-                done_bytes += full.stat().st_size
-            except OSError:
-                pass
+        done_bytes = sum(file_size(full) for _, full in files[:start])
         for index in range(start, len(files)):
             rel, full = files[index]
             yield from self._read_file(index, rel, full, pos if index == start else None, batch_size, done_bytes)
-            try:
-                done_bytes += full.stat().st_size
-            except OSError:
-                pass
+            done_bytes += file_size(full)
 
     def _walk(self, stream: _Stream, ctx: FileContext, phase: str) -> Iterator[tuple[str, Element]]:
         """The complete record elements of one phase, in document order; everything else is dropped as it ends."""
