@@ -19,6 +19,8 @@ app = typer.Typer(help="crm-etl: move customer data from 1C exports and SQL data
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 dlq_app = typer.Typer(help="Dead letters: the records that were rejected, with their reasons.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+dedupe_app = typer.Typer(help="Duplicates merged by the pipelines' `dedupe:` rules.", no_args_is_help=True)
+app.add_typer(dedupe_app, name="dedupe")
 sandbox_app = typer.Typer(help="The local Bitrix24 sandbox: a server that speaks Bitrix24 REST (limits, paging, "
                                "batch, faults), for rehearsals and tests.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -399,6 +401,76 @@ def dlq_export(
         console.emit("dlq_export", {"file": str(output), "rows": n, "format": fmt})
     elif not quiet:
         console.info(f"wrote {n} dead letters to {output}")
+
+
+# ------------------------------------------------------------------ dedupe
+@dedupe_app.command("report")
+@_handled
+def dedupe_report(
+    pipeline: Annotated[Optional[str], typer.Argument(help="only this pipeline")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write every row to this file "
+                                                                          "(.csv or .jsonl)")] = None,
+    limit: Annotated[int, typer.Option(help="groups to show")] = 20,
+    project_dir: ProjectOpt = Path("."),
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The merged groups: for each, the survivor (its target id) and every record merged into it, with the key that
+    matched (CSV opens in Excel: UTF-8 with BOM, ';')."""
+    from rich.table import Table
+
+    console = make_console(json_out, quiet)
+    project = load_project(project_dir)
+    store = _store(project)
+    cols = ["pipeline", "group_id", "target_id", "foreign_entity", "size", "role", "source_id", "match_key", "note",
+            "run_id", "merged_at"]
+    groups: dict[tuple, list[dict]] = {}
+    merged = 0
+    fh = writer = None
+    try:
+        if output is not None:
+            fmt = "jsonl" if output.suffix in (".jsonl", ".json") else "csv"
+            fh = open(output, "w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="")
+            if fmt == "csv":
+                writer = csv.DictWriter(fh, cols, delimiter=";", extrasaction="ignore")
+                writer.writeheader()
+        for row in store.merge_report(pipeline):
+            row["role"] = "survivor" if row["source_id"] == row["group_id"] else "merged"
+            merged += row["role"] == "merged"
+            key = (row["pipeline"], row["group_id"])
+            if key in groups or len(groups) < limit:
+                groups.setdefault(key, []).append(row)
+            if fh is not None:
+                if writer:
+                    writer.writerow(row)
+                else:
+                    fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    finally:
+        if fh is not None:
+            fh.close()
+        store.close()
+    summary = {"merged": merged, "groups_shown": len(groups), "file": str(output) if output else None}
+    if json_out:
+        console.emit("dedupe_summary", summary)
+        for rows in groups.values():
+            console.emit("dedupe_group", {"pipeline": rows[0]["pipeline"], "group_id": rows[0]["group_id"],
+                                          "target_id": rows[0]["target_id"], "foreign": rows[0]["foreign_entity"],
+                                          "members": [{k: r[k] for k in ("source_id", "role", "match_key", "note")}
+                                                      for r in rows]})
+        return
+    if quiet:
+        return
+    t = Table(title=f"Merged groups (first {len(groups)}); records merged: {merged:,}")
+    for col in ("pipeline", "target id", "survivor", "merged records (matched by)"):
+        t.add_column(col)
+    for (pname, gid), rows in groups.items():
+        members = ", ".join(f"{r['source_id']} ({r['match_key']})" for r in rows if r["role"] == "merged")
+        foreign = rows[0]["foreign_entity"]
+        t.add_row(pname, str(rows[0]["target_id"]) + (" (already in the target)" if foreign else ""),
+                  "-" if foreign else gid, members)
+    console.emit("table", t)
+    if output is not None:
+        console.info(f"wrote the report to {output}")
 
 
 # ------------------------------------------------------------------ sandbox

@@ -165,6 +165,12 @@ class Sink(ABC):
     def lookup(self, source_ids: list[str]) -> dict[str, str]:
         """Target ids of records already in the target, by source id: used on resume before creating again."""
 
+    def find_matches(self, field: str, values: list[str], fields: list[str] = ()) -> dict[str, list[dict]]:
+        """Entities already in the target (made by anyone) that hold these values of a match field (``phone``,
+        ``email``): value -> ``[{"id": target id, <canonical field>: value for each of ``fields``}]``, lowest id
+        first. Dedupe asks it about records new to us. Default: the target cannot tell."""
+        return {}
+
     def finish_pass(self) -> None:
         """The pass is complete: publish what was staged."""
 

@@ -76,8 +76,37 @@ def check_semantics(project: "Project") -> list["ConfigIssue"]:
                 err = STAGES[st.type].check_options(st.model_extra or {})
                 if err:
                     issues.append(ConfigIssue(doc.file, doc.line(("stages", i)), f"stages[{i}]", err))
+        if cfg.dedupe is not None:
+            issues += _dedupe_issues(doc, cfg.dedupe, entity)
         issues += _target_option_issues(project, p)
     return issues
+
+
+def _dedupe_issues(doc, spec, entity) -> list["ConfigIssue"]:
+    from etl.config import ConfigIssue, suggest
+
+    out = []
+    fields = entity.field_names + [l.id_field for l in entity.links]
+    if not spec.match or any(not rule for rule in spec.match):
+        out.append(ConfigIssue(doc.file, doc.line(("dedupe", "match")), "dedupe.match",
+                               "give at least one rule, each a field or a list of fields (e.g. [[phone], [email]])"))
+    for i, rule in enumerate(spec.match):
+        for j, f in enumerate(rule):
+            if f not in fields:
+                out.append(ConfigIssue(doc.file, doc.line(("dedupe", "match", i)), f"dedupe.match[{i}][{j}]",
+                                       f"unknown field {f!r} of entity {entity.name}", suggest(f, fields)))
+    for j, f in enumerate(spec.distinct_by):
+        if f not in fields:
+            out.append(ConfigIssue(doc.file, doc.line(("dedupe", "distinct_by", j)), f"dedupe.distinct_by[{j}]",
+                                   f"unknown field {f!r} of entity {entity.name}", suggest(f, fields)))
+    if spec.policy == "newest" and not spec.newest_by:
+        out.append(ConfigIssue(doc.file, doc.line(("dedupe", "policy")), "dedupe.newest_by",
+                               "policy `newest` needs `newest_by`: the field that dates a record (e.g. modified_at)"))
+    if spec.newest_by and spec.newest_by not in fields:
+        out.append(ConfigIssue(doc.file, doc.line(("dedupe", "newest_by")), "dedupe.newest_by",
+                               f"unknown field {spec.newest_by!r} of entity {entity.name}",
+                               suggest(spec.newest_by, fields)))
+    return out
 
 
 _DATE_DIRECTIVES = set("aAbBcdHIjmMpSUwWxXyYzZ%")

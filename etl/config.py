@@ -470,6 +470,29 @@ class StageSpec(Model):
     type: str
 
 
+class DedupeSpec(Model):
+    """Records that are one contact or company under different keys, merged into one target record."""
+
+    match: list[list[str]] = Field(description="rules: each a list of canonical fields that must all agree; any rule "
+                                               "matching joins two records (phones, e-mails: any shared value)")
+    distinct_by: list[str] = Field(default_factory=list,
+                                   description="fields that keep two records apart when both have them and they "
+                                               "differ (an initial agrees with a name that starts with it)")
+    policy: Literal["first", "newest", "fill_empty"] = "first"
+    newest_by: str | None = Field(None, description="the canonical field that says which record is newest")
+    against_target: bool = Field(True, description="also look in the target for records new to us "
+                                                   "(crm.duplicate.findbycomm on Bitrix24)")
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _rules(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            return [[r] if isinstance(r, str) else r for r in v]
+        return v
+
+
 class PipelineConfig(Model):
     name: str
     entity: Literal["company", "contact", "deal", "site", "ticket"]
@@ -485,6 +508,7 @@ class PipelineConfig(Model):
     target_options: dict[str, Any] = Field(default_factory=dict,
                                            description="options for this pipeline's sink (checked by the sink)")
     batch_size: int | None = Field(None, gt=0, le=1_000_000)
+    dedupe: DedupeSpec | None = None
 
     @field_validator("key", mode="before")
     @classmethod

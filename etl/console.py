@@ -166,6 +166,11 @@ class RichConsole(Console):
                       *(f"{r.counts[k]:,}" for k in ("read", "created", "updated", "unchanged", "rejected")),
                       f"{rate:,.0f}")
         self.rc.print(t)
+        merged = [(r.pipeline, r.counts["merged"]) for r in reports if r.counts.get("merged")]
+        if merged:
+            self.rc.print("Merged as duplicates (counted as updated into their survivor): "
+                          + ", ".join(f"{p} {n:,}" for p, n in merged)
+                          + (". See them with [bold]etl dedupe report[/]." if not self._dry else "."))
         reasons: Counter = Counter()
         for r in reports:
             for reason, n in r.reasons.items():

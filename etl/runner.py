@@ -22,6 +22,7 @@ from connectors.base import (HASH, SOURCE_ID, TARGET_ID, ConnectorError, Sink, S
 from etl import secrets
 from etl.config import Pipeline, Project
 from etl.console import Console
+from etl.dedupe import DedupePlan, Deduper
 from etl.factory import build_sink, build_source
 from etl.stages import StageContext
 from etl.state import COUNTERS, BatchCommit, StateStore
@@ -75,7 +76,7 @@ class PipelineReport:
     def as_dict(self) -> dict:
         return {"pipeline": self.pipeline, "entity": self.entity, "run_id": self.run_id, "status": self.status,
                 "resumed": self.resumed, "pass_complete": self.pass_complete,
-                **{k: self.counts[k] for k in COUNTERS}, "reasons": dict(self.reasons),
+                **{k: self.counts[k] for k in COUNTERS}, "merged": self.counts["merged"], "reasons": dict(self.reasons),
                 "seconds": round(self.seconds, 3), "message": self.message, "batches": self.batches}
 
 
@@ -134,6 +135,7 @@ class Runner:
         self.options = options or RunOptions()
         self.run_id = str(uuid.uuid4())
         self._planned: dict[str, dict[str, str]] = {}  # dry run: ids a pipeline would create, for links
+        self._dedupers: dict[str, Deduper] = {}
 
     # links resolve through the crosswalk (and, in a dry run, through what earlier pipelines would create)
     def _resolve(self, pipeline: str, ids: list[str]) -> dict[str, str]:
@@ -172,6 +174,8 @@ class Runner:
             pipeline=pipeline.name, project_dir=self.project.dir, state_engine=self.store.engine,
             settings=self.project.config, dry_run=opts.dry_run, console=self.console))
         store = self.store
+        if pipeline.config.dedupe is not None:
+            self._dedupers[pipeline.name] = Deduper(pipeline.name, pipeline.config.dedupe, entity, store)
         try:
             source.check()
             cp = store.checkpoint(pipeline.name)
@@ -287,11 +291,23 @@ class Runner:
         updates = records.filter(pc.and_(pc.and_(live, found), pc.invert(same)))
         unchanged = records.filter(pc.and_(pc.and_(live, found), same))
 
+        deduper = self._dedupers.get(pipeline.name)
+        plan = None
+        if deduper is not None and (creates.num_rows or updates.num_rows):
+            find = sink.find_matches if sink is not None else None
+            plan = deduper.plan(creates, updates, find)
+            creates, updates = plan.creates, plan.updates
+        silent = plan.silent if plan is not None else set()
+
         xwalk: list[tuple[str, str, str]] = []  # source id, target id, content hash
+        tids: dict[str, str] = {}  # write id -> target id, for the records that follow a write (dedupe)
+        write_rejects: dict[str, dict] = {}
         if planned is not None:  # dry run: plan only
             for sid in creates.column(SOURCE_ID).to_pylist():
-                planned[sid] = f"planned:{sid}"
-            counts.update(created=creates.num_rows, updated=updates.num_rows, unchanged=unchanged.num_rows)
+                planned[sid] = tids[sid] = f"planned:{sid}"
+            tids.update(zip(updates.column(SOURCE_ID).to_pylist(), updates.column(TARGET_ID).to_pylist()))
+            counts.update(created=creates.num_rows, updated=updates.num_rows - len(silent),
+                          unchanged=unchanged.num_rows)
         else:
             assert sink is not None
             if maybe_sent and creates.num_rows:
@@ -304,6 +320,7 @@ class Runner:
                     for sid, h in zip(adopted.column(SOURCE_ID).to_pylist(), adopted.column(HASH).to_pylist()):
                         xwalk.append((sid, there[sid], h))
                     counts["created"] += adopted.num_rows
+                    tids.update(there)
             to_update = pa.concat_tables([updates, unchanged]) if sink.snapshot else updates
             if creates.num_rows or to_update.num_rows:
                 self.store.mark_sent(pipeline.name, end)
@@ -312,22 +329,23 @@ class Runner:
                 result = None
             rejected_ids = set()
             if result is not None:
+                tids.update(result.ids)
                 sink_rej = result.rejects
                 if sink_rej.num_rows:
                     rejected_ids = set(sink_rej.column("source_id").to_pylist())
                     rows = records.filter(pc.is_in(records.column(SOURCE_ID), value_set=pa.array(
-                        list(rejected_ids), pa.string())))
-                    by_sid = {r["source_id"]: r for r in sink_rej.to_pylist()}
+                        list(rejected_ids - silent), pa.string())))
+                    write_rejects = {r["source_id"]: r for r in sink_rej.to_pylist()}
                     sids = rows.column(SOURCE_ID).to_pylist()
-                    t.reject(rows, "load", [by_sid[s]["reason"] or "sink_error" for s in sids],
-                             [by_sid[s]["message"] for s in sids], [by_sid[s]["field"] for s in sids],
-                             [by_sid[s]["value"] for s in sids])
+                    t.reject(rows, "load", [write_rejects[s]["reason"] or "sink_error" for s in sids],
+                             [write_rejects[s]["message"] for s in sids], [write_rejects[s]["field"] for s in sids],
+                             [write_rejects[s]["value"] for s in sids])
                 get = result.ids.get
                 for part, label in ((creates, "created"), (updates, "updated")):
                     missing = []
                     written = 0
                     for sid, h in zip(part.column(SOURCE_ID).to_pylist(), part.column(HASH).to_pylist()):
-                        if rejected_ids and sid in rejected_ids:
+                        if (rejected_ids and sid in rejected_ids) or sid in silent:
                             continue
                         tid = get(sid)
                         if tid is not None:
@@ -353,16 +371,46 @@ class Runner:
             # unchanged records are stamped with this pass, so a duplicate later in the pass is still caught
             xwalk.extend(zip(unchanged.column(SOURCE_ID).to_pylist(), unchanged.column(TARGET_ID).to_pylist(),
                              unchanged.column(HASH).to_pylist()))
+        dedupe_commit = None
+        if plan is not None:
+            self._follow(plan, records, t, tids, write_rejects, xwalk, counts, planned)
+            dedupe_commit = plan.commit(tids)
+            if planned is not None:
+                self._dedupers[pipeline.name].remember(dedupe_commit)
 
         all_rejects = t.rejects.table()
         counts["rejected"] = all_rejects.num_rows
         reasons = Counter(all_rejects.column("reason").to_pylist())
         if planned is None:
             self.store.commit_batch(BatchCommit(pipeline.name, self.run_id, pass_id, seq, batch.cursor, xwalk,
-                                                all_rejects, dict(counts)))
+                                                all_rejects, dict(counts), dedupe_commit))
         else:
             self.console.dead_letters(pipeline.name, all_rejects)
         return counts, reasons
+
+    @staticmethod
+    def _follow(plan: DedupePlan, records: pa.Table, t: Transformed, tids: dict[str, str],
+                write_rejects: dict[str, dict], xwalk: list, counts: Counter, planned: dict | None) -> None:
+        """Records merged into a group take the target id of the group's write (or of the entity found)."""
+        bad: list[tuple[str, dict | None]] = []
+        for f in plan.followers:
+            tid = f.target_id if f.write_id is None else tids.get(f.write_id)
+            if tid is None:
+                bad.append((f.source_id, write_rejects.get(f.write_id)))
+                continue
+            if planned is not None:
+                planned[f.source_id] = tid
+            else:
+                xwalk.append((f.source_id, tid, f.content_hash))
+            counts[f.label] += 1
+            counts["merged"] += f.merged
+        if bad:
+            why = dict(bad)
+            rows = records.filter(pc.is_in(records.column(SOURCE_ID), value_set=pa.array(list(why), pa.string())))
+            sids = rows.column(SOURCE_ID).to_pylist()
+            t.reject(rows, "load", [(why[s] or {}).get("reason") or "not_written" for s in sids],
+                     [f"merged into a record the target did not take: {(why[s] or {}).get('message') or 'no answer'}"
+                      for s in sids])
 
     @staticmethod
     def _write(sink: Sink, creates: pa.Table, updates: pa.Table):

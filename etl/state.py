@@ -90,6 +90,39 @@ runs = sa.Table(
     sa.Column("pid", sa.Integer),
 )
 
+# dedupe: match key -> group; group -> its target record; record -> the group it was merged into (the merge report)
+dedupe_keys = sa.Table(
+    "etl_dedupe_keys", metadata,
+    sa.Column("pipeline", KEY, primary_key=True),
+    sa.Column("match_key", KEY, primary_key=True),
+    sa.Column("group_id", KEY, primary_key=True),  # a key may lead to several groups that distinct_by keeps apart
+)
+
+dedupe_groups = sa.Table(
+    "etl_dedupe_groups", metadata,
+    sa.Column("pipeline", KEY, primary_key=True),
+    sa.Column("group_id", KEY, primary_key=True),  # the survivor's source id (its key in the target)
+    sa.Column("target_id", KEY, nullable=False),
+    sa.Column("foreign_entity", sa.Boolean, nullable=False, default=False),  # found in the target, not loaded by us
+    sa.Column("record", sa.Text),  # the merged record as written (JSON), kept for the fill_empty/newest policies
+    sa.Column("record_hash", sa.String(32)),
+    sa.Column("rank", sa.Text),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_etl_dedupe_groups_target", "pipeline", "target_id"),
+)
+
+dedupe_members = sa.Table(
+    "etl_dedupe_members", metadata,
+    sa.Column("pipeline", KEY, primary_key=True),
+    sa.Column("source_id", KEY, primary_key=True),
+    sa.Column("group_id", KEY, nullable=False),
+    sa.Column("match_key", sa.Text),  # the key that joined it to the group (None for the survivor)
+    sa.Column("note", sa.Text),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("merged_at", sa.DateTime, nullable=False),
+    sa.Index("ix_etl_dedupe_members_group", "pipeline", "group_id"),
+)
+
 COUNTERS = ("read", "created", "updated", "unchanged", "rejected")
 _CHUNK = 900  # keys per IN (...) clause (SQLite allows 999 parameters in old builds)
 
@@ -132,6 +165,26 @@ class BatchCommit:
     crosswalk: list[tuple[str, str, str]] = field(default_factory=list)  # (source id, target id, content hash)
     dead_letters: pa.Table | None = None  # connectors.base.REJECT_SCHEMA
     counts: dict[str, int] = field(default_factory=dict)
+    dedupe: "DedupeCommit | None" = None
+
+
+@dataclass
+class DedupeGroup:
+    group_id: str
+    target_id: str
+    foreign: bool = False
+    record: str | None = None  # JSON
+    record_hash: str | None = None
+    rank: str | None = None
+
+
+@dataclass
+class DedupeCommit:
+    """What a batch changes in the dedupe tables."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)  # (match key, group id): added where absent
+    groups: list[DedupeGroup] = field(default_factory=list)  # upserted
+    members: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)  # sid, group, key, note
 
 
 class StateStore:
@@ -220,6 +273,8 @@ class StateStore:
                     r.update(run_id=b.run_id, pipeline=b.pipeline, pass_id=b.pass_id, created_at=ts, status="open")
                     r["message"] = secrets.mask(r["message"] or "")
                 c.execute(dead_letters.insert(), rows)
+            if b.dedupe is not None:
+                self._commit_dedupe(c, b, ts)
             read = b.counts.get("read", 0)
             c.execute(checkpoints.update().where(checkpoints.c.pipeline == b.pipeline).values(
                 cursor=json.dumps(b.cursor) if b.cursor else None, batches_committed=b.seq,
@@ -229,28 +284,77 @@ class StateStore:
                 **{k: getattr(runs.c, k) + b.counts.get(k, 0) for k in COUNTERS}))
 
     def _upsert_crosswalk(self, c: sa.Connection, rows: list[tuple]) -> None:
-        """Upsert crosswalk rows with one DBAPI executemany (SQLAlchemy's per-row parameter handling costs more
-        than the database does at a million rows)."""
         cols = ("pipeline", "source_id", "target_id", "content_hash", "pass_id", "run_id", "updated_at")
-        upd = cols[2:]
-        ph = "?" if c.dialect.paramstyle == "qmark" else "%s"
-        values = ", ".join([ph] * len(cols))
-        dialect = c.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            sql = (f"INSERT INTO etl_crosswalk ({', '.join(cols)}) VALUES ({values}) "
-                   f"ON CONFLICT (pipeline, source_id) DO UPDATE SET "
-                   + ", ".join(f"{k} = excluded.{k}" for k in upd))
-        elif dialect in ("mysql", "mariadb"):
-            sql = (f"INSERT INTO etl_crosswalk ({', '.join(cols)}) VALUES ({values}) ON DUPLICATE KEY UPDATE "
-                   + ", ".join(f"{k} = VALUES({k})" for k in upd))
-        else:
-            pipeline = rows[0][0]
-            for part in _chunks([r[1] for r in rows]):
-                c.execute(crosswalk.delete().where(crosswalk.c.pipeline == pipeline)
-                          .where(crosswalk.c.source_id.in_(part)))
-            c.execute(crosswalk.insert(), [dict(zip(cols, r)) for r in rows])
+        _upsert(c, crosswalk, cols, 2, rows)
+
+    def _commit_dedupe(self, c: sa.Connection, b: BatchCommit, ts: datetime) -> None:
+        d = b.dedupe
+        stamp = ts.isoformat(sep=" ") if c.dialect.name == "sqlite" else ts
+        if d.keys:
+            _upsert(c, dedupe_keys, ("pipeline", "match_key", "group_id"), 3,
+                    [(b.pipeline, k, g) for k, g in dict.fromkeys(d.keys)], update=False)
+        if d.groups:
+            _upsert(c, dedupe_groups, ("pipeline", "group_id", "target_id", "foreign_entity", "record", "record_hash",
+                                       "rank", "updated_at"), 2,
+                    [(b.pipeline, g.group_id, g.target_id, g.foreign, g.record, g.record_hash, g.rank, stamp)
+                     for g in {g.group_id: g for g in d.groups}.values()])
+        if d.members:
+            _upsert(c, dedupe_members, ("pipeline", "source_id", "group_id", "match_key", "note", "run_id",
+                                        "merged_at"), 2,
+                    [(b.pipeline, sid, g, k, note, b.run_id, stamp)
+                     for sid, (g, k, note) in {m[0]: m[1:] for m in d.members}.items()])
+
+    # ------------------------------------------------------------ dedupe
+    def _select_in(self, sql: str, pipeline: str, ids: list[str]) -> Iterator[tuple]:
+        """Rows of ``sql`` (its WHERE ends with ``IN ({in})``) for ``ids``, in chunks."""
+        if not ids:
             return
-        c.exec_driver_sql(sql, rows)
+        with self.engine.connect() as c:
+            ph = "?" if c.dialect.paramstyle == "qmark" else "%s"
+            for part in _chunks(list(dict.fromkeys(ids))):
+                yield from c.exec_driver_sql(sql.format(ph=ph, inlist=", ".join([ph] * len(part))),
+                                             (pipeline, *part))
+
+    def dedupe_key_groups(self, pipeline: str, keys: list[str]) -> dict[str, list[str]]:
+        """match key -> the groups it leads to (oldest first), for the keys already known."""
+        out: dict[str, list[str]] = {}
+        for k, g in self._select_in("SELECT match_key, group_id FROM etl_dedupe_keys WHERE pipeline = {ph} "
+                                    "AND match_key IN ({inlist})", pipeline, keys):
+            out.setdefault(k, []).append(g)
+        return out
+
+    def dedupe_member_groups(self, pipeline: str, source_ids: list[str]) -> dict[str, str]:
+        """source id -> the group it belongs to (survivors belong to their own group)."""
+        return dict(self._select_in("SELECT source_id, group_id FROM etl_dedupe_members WHERE pipeline = {ph} "
+                                    "AND source_id IN ({inlist})", pipeline, source_ids))
+
+    def dedupe_groups(self, pipeline: str, group_ids: list[str]) -> dict[str, DedupeGroup]:
+        return {r[0]: DedupeGroup(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in self._select_in(
+            "SELECT group_id, target_id, foreign_entity, record, record_hash, rank FROM etl_dedupe_groups "
+            "WHERE pipeline = {ph} AND group_id IN ({inlist})", pipeline, group_ids)}
+
+    def dedupe_targets(self, pipeline: str, target_ids: list[str]) -> set[str]:
+        """Which of these target ids are entities of our own groups."""
+        return {r[0] for r in self._select_in("SELECT target_id FROM etl_dedupe_groups WHERE pipeline = {ph} "
+                                              "AND target_id IN ({inlist})", pipeline, target_ids)}
+
+    def merge_report(self, pipeline: str | None = None) -> Iterator[dict]:
+        """Every merged group (more than one record, or a record matched to an entity found in the target): one row
+        per member, the survivor first."""
+        m, g = dedupe_members, dedupe_groups
+        sizes = sa.select(m.c.pipeline, m.c.group_id, sa.func.count().label("size")).group_by(
+            m.c.pipeline, m.c.group_id).subquery()
+        q = (sa.select(m.c.pipeline, m.c.group_id, g.c.target_id, g.c.foreign_entity, sizes.c.size, m.c.source_id,
+                       m.c.match_key, m.c.note, m.c.run_id, m.c.merged_at)
+             .join(sizes, sa.and_(sizes.c.pipeline == m.c.pipeline, sizes.c.group_id == m.c.group_id))
+             .join(g, sa.and_(g.c.pipeline == m.c.pipeline, g.c.group_id == m.c.group_id))
+             .where(sa.or_(sizes.c.size > 1, g.c.foreign_entity.is_(True)))
+             .order_by(m.c.pipeline, m.c.group_id, (m.c.source_id != m.c.group_id), m.c.merged_at, m.c.source_id))
+        if pipeline:
+            q = q.where(m.c.pipeline == pipeline)
+        with self.engine.connect() as c:
+            for r in c.execution_options(stream_results=True, yield_per=1000).execute(q).mappings():
+                yield dict(r)
 
     # ------------------------------------------------------------ crosswalk
     def lookup(self, pipeline: str, source_ids: Iterable[str]) -> dict[str, XwalkRow]:
@@ -359,6 +463,41 @@ class StateStore:
     def last_run_id(self) -> str | None:
         with self.engine.connect() as c:
             return c.execute(sa.select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1)).scalar()
+
+
+def _upsert(c: sa.Connection, table: sa.Table, cols: tuple[str, ...], nkey: int, rows: list[tuple],
+            update: bool = True) -> None:
+    """Insert rows (the first ``nkey`` columns are the primary key); on a clash update the rest, or keep what is
+    there (``update=False``). One DBAPI executemany: SQLAlchemy's per-row parameter handling costs more than the
+    database does at a million rows."""
+    if not rows:
+        return
+    ph = "?" if c.dialect.paramstyle == "qmark" else "%s"
+    values = ", ".join([ph] * len(cols))
+    keys, rest = cols[:nkey], cols[nkey:]
+    dialect = c.dialect.name
+    insert = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({values})"
+    if dialect in ("sqlite", "postgresql"):
+        conflict = f" ON CONFLICT ({', '.join(keys)}) DO "
+        sql = insert + conflict + ("UPDATE SET " + ", ".join(f"{k} = excluded.{k}" for k in rest)
+                                   if update and rest else "NOTHING")
+    elif dialect in ("mysql", "mariadb"):
+        sql = (insert + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{k} = VALUES({k})" for k in rest)) \
+            if update and rest else insert.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+    else:  # any other database: delete what clashes (or skip it), then insert
+        by_key = {r[:nkey]: r for r in rows}
+        cond = sa.and_(*(table.c[k] == sa.bindparam(f"k_{k}") for k in keys))
+        if update:
+            c.execute(table.delete().where(cond), [{f"k_{k}": r[i] for i, k in enumerate(keys)} for r in by_key])
+            todo = list(by_key.values())
+        else:
+            q = sa.select(*(table.c[k] for k in keys)).where(cond)
+            todo = [r for kk, r in by_key.items()
+                    if c.execute(q, {f"k_{k}": kk[i] for i, k in enumerate(keys)}).first() is None]
+        if todo:
+            c.execute(table.insert(), [dict(zip(cols, r)) for r in todo])
+        return
+    c.exec_driver_sql(sql, rows)
 
 
 def _dl_filter(q, pipeline, run_id, reason, include_superseded=False):

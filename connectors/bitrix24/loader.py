@@ -231,7 +231,7 @@ class Bitrix24Sink(Sink):
         self._lock = threading.Lock()
         self.hashes: FieldHashes | None = None
         self.stats: dict[str, int] = {"created": 0, "updated": 0, "rejected": 0, "reconciled": 0, "adopted": 0,
-                                      "skipped_updates": 0, "dates_dropped": 0}
+                                      "skipped_updates": 0, "dates_dropped": 0, "duplicates_found": 0}
 
     # ------------------------------------------------------------------ setup
     @property
@@ -1034,6 +1034,58 @@ class Bitrix24Sink(Sink):
             else:
                 ids[p.row[SOURCE_ID]] = p.tid
         return again
+
+    # ------------------------------------------------------------------ duplicates already in the portal
+    def find_matches(self, field: str, values: list[str], fields: list[str] = ()) -> dict[str, list[dict]]:
+        """crm.duplicate.findbycomm for contacts and companies. Twenty values go in one command; a command with
+        hits (rare in a migration) is asked again value by value, because the answer lists ids for all its values
+        together. The entities found are read for ``fields`` (those the sink maps)."""
+        if field not in ("phone", "email") or self.ename not in ("contact", "company") or self.api != "legacy":
+            return {}
+        self._ensure(writing=False)
+        etype, ctype = self.ename.upper(), field.upper()
+        values = list(dict.fromkeys(v for v in values if v and v.strip()))
+
+        def ask(chunks: list[list[str]]) -> list[tuple[list[str], list[int]]]:
+            cmds = [("crm.duplicate.findbycomm", {"entity_type": etype, "type": ctype, "values": ch}) for ch in chunks]
+            out = []
+            groups = [cmds[i:i + BATCH_MAX] for i in range(0, len(cmds), BATCH_MAX)]
+            answers = self.client.batch_many([{f"d{j}": c for j, c in enumerate(g)} for g in groups], write=False)
+            for g, ans in zip(groups, answers):
+                if isinstance(ans, Exception):
+                    raise ans
+                for j, (_, params) in enumerate(g):
+                    if f"d{j}" in ans.errors:
+                        raise ans.errors[f"d{j}"]
+                    res = ans.results.get(f"d{j}")
+                    ids = [int(x) for x in (res.get(etype) or [])] if isinstance(res, dict) else []
+                    out.append((params["values"], ids))
+            return out
+
+        found: dict[str, list[int]] = {}
+        again: list[list[str]] = []
+        for vals, ids in ask([values[i:i + 20] for i in range(0, len(values), 20)]):
+            if ids and len(vals) == 1:
+                found[vals[0]] = sorted(ids)
+            elif ids:
+                again.extend([v] for v in vals)
+        if again:
+            for vals, ids in ask(again):
+                if ids:
+                    found[vals[0]] = sorted(ids)
+        self.stats["duplicates_found"] += len(found)
+        want = {f: self.fmap[f] for f in fields if f in self.fmap}
+        known: dict[str, dict] = {}
+        tids = sorted({str(i) for ids in found.values() for i in ids}, key=int)
+        if want and tids:
+            prefix = LEGACY[self.ename]
+            cmds = [(f"{prefix}.list", {"filter": {"@ID": tids[i:i + LOOKUP_CHUNK]}, "select": ["ID", *want.values()],
+                                        "order": {"ID": "ASC"}, "start": -1})
+                    for i in range(0, len(tids), LOOKUP_CHUNK)]
+            for rows in self._run_reads(cmds):
+                for r in rows:
+                    known[str(r.get("ID"))] = {c: r.get(b) for c, b in want.items()}
+        return {v: [{"id": str(i), **known.get(str(i), {})} for i in ids] for v, ids in found.items()}
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, source_ids: list[str]) -> dict[str, str]:
