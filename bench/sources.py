@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -268,6 +269,12 @@ MEASUREMENTS = {
 
 
 def _child(name: str, args, q) -> None:
+    # import the readers before any clock starts: a measurement times reading, not Python's imports
+    import connectors.bitrix24.backup.archive  # noqa: F401
+    import connectors.bitrix24.backup.dump  # noqa: F401
+    import connectors.onec.flat  # noqa: F401
+    import connectors.sql.source  # noqa: F401
+
     out = MEASUREMENTS[name](args)
     out["peak RSS MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     q.put(out)
@@ -282,6 +289,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the SQL table and the CSV file")
     ap.add_argument("--pg-url", default=os.environ.get("ETL_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
                     help="PostgreSQL for the sql_* measurements (the table goes into schema crm_etl_bench)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, each in a fresh process; figures are medians")
     args = ap.parse_args()
     if args.list:
         for name, fn in MEASUREMENTS.items():
@@ -298,12 +306,20 @@ def main() -> None:
     os.makedirs(args.dir, exist_ok=True)
     ctx = mp.get_context("spawn")
     for name in names:
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(name, args, q))
-        p.start()
-        out = q.get()
-        p.join()
-        print(f"{name:20s} " + "  ".join(f"{k}={v}" for k, v in out.items()), flush=True)
+        rounds = []
+        for _ in range(max(1, args.repeat)):
+            q = ctx.Queue()
+            p = ctx.Process(target=_child, args=(name, args, q))
+            p.start()
+            rounds.append(q.get())
+            p.join()
+        out = dict(rounds[0])
+        for k, v in rounds[0].items():
+            if isinstance(v, (int, float)) and len(rounds) > 1:
+                out[k] = statistics.median(r[k] for r in rounds)
+        rates = [r[k] for r in rounds for k in ("MB/s", "rows/s") if k in r]
+        extra = f"  rounds={sorted(rates)}" if len(rounds) > 1 else ""
+        print(f"{name:20s} " + "  ".join(f"{k}={v}" for k, v in out.items()) + extra, flush=True)
     if tmp:
         tmp.cleanup()
 

@@ -977,7 +977,14 @@ class DumpReader:
             if j >= 0:
                 self.pos = j + len(token)
                 return True
-            keep = max(self.pos, len(self.buf) - len(token) + 1)
+            # keep only a tail that could begin the token (usually nothing: the next chunk is then taken as it is,
+            # not copied onto a remainder)
+            keep = len(self.buf)
+            for k in range(len(token) - 1, 0, -1):
+                if self.buf.endswith(token[:k]):
+                    keep = len(self.buf) - k
+                    break
+            keep = max(self.pos, keep)
             self.bytes_skipped += keep - self.pos
             self.pos = keep
             if not self._fill():
