@@ -178,6 +178,8 @@ def run(
     restart: Annotated[bool, typer.Option("--restart", help="start the pass over from the top (the crosswalk "
                                                             "is kept, so nothing is duplicated)")] = False,
     report: Annotated[Optional[Path], typer.Option(help="write the run report as JSON to this file")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="write a JUnit XML report (a test case per pipeline, "
+                                                       "failed above the reject thresholds) for CI")] = None,
     project_dir: ProjectOpt = Path("."),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -207,10 +209,12 @@ def run(
             reports = runner.run(names)
     finally:
         store.close()
+    from etl.reports import json_report, junit_xml
+
     if report:
-        report.write_text(json.dumps({"run_id": runner.run_id, "dry_run": dry_run,
-                                      "pipelines": [r.as_dict() for r in reports]}, ensure_ascii=False, indent=2),
-                          encoding="utf-8")
+        report.write_text(json_report(runner.run_id, dry_run, reports), encoding="utf-8")
+    if junit:
+        junit.write_text(junit_xml(runner.run_id, dry_run, reports, project.config.defaults), encoding="utf-8")
     raise Exit(_exit_code(project, reports))
 
 
@@ -220,14 +224,11 @@ def _exit_code(project, reports) -> int:
         return exitcodes.INTERRUPTED
     if "failed" in statuses:
         return exitcodes.RUNTIME
-    d = project.config.defaults
+    from etl.reports import quality_problems
+
     read = sum(r.read for r in reports)
     rejected = sum(r.rejected_for_quality for r in reports)
-    if d.max_rejects is not None and rejected > d.max_rejects:
-        return exitcodes.QUALITY
-    if read and rejected / read > d.max_reject_rate:
-        return exitcodes.QUALITY
-    return exitcodes.OK
+    return exitcodes.QUALITY if quality_problems(project.config.defaults, read, rejected) else exitcodes.OK
 
 
 # ------------------------------------------------------------------ status

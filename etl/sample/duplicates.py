@@ -95,11 +95,7 @@ def write_duplicate_contacts(path: str | Path, people: int = 400, *, dup_rate: f
                 elif kind == "other_email":
                     email = f"{translit(p['first'])}{rng.randint(10, 99)}@{rng.choice(MAIL_DOMAINS)}"
             rows.append([c, name, phone, email, dt_1c(_when(rng))])
-    rng.shuffle(rows)
-    with open(path, "w", encoding=encoding, newline="") as f:
-        w = csv.writer(f, delimiter=";", lineterminator="\r\n")
-        w.writerow(CONTACT_COLUMNS)
-        w.writerows(rows)
+    _write_shuffled(rng, path, CONTACT_COLUMNS, rows, encoding)
     return {"person": truth, "records": len(rows), "people": people, "households": households}
 
 
@@ -139,12 +135,18 @@ def write_duplicate_companies(path: str | Path, companies: int = 200, *, dup_rat
                     if inn.startswith("0") and rng.random() < 0.7:
                         i = inn.lstrip("0")  # Excel ate the leading zero
                 rows.append([c, t, i, u_kpp, format_phone(rng, phone), dt_1c(_when(rng))])
+    _write_shuffled(rng, path, COMPANY_COLUMNS, rows, encoding)
+    return {"company": truth, "records": len(rows), "branches": branches}
+
+
+def _write_shuffled(rng: random.Random, path: str | Path, header: list[str], rows: list[list[str]],
+                    encoding: str) -> None:
+    """The rows in random order (copies apart, as they were typed over the years), as 1C writes a CSV export."""
     rng.shuffle(rows)
     with open(path, "w", encoding=encoding, newline="") as f:
         w = csv.writer(f, delimiter=";", lineterminator="\r\n")
-        w.writerow(COMPANY_COLUMNS)
+        w.writerow(header)
         w.writerows(rows)
-    return {"company": truth, "records": len(rows), "branches": branches}
 
 
 def pair_scores(truth: dict[str, int], group_of: dict[str, str]) -> dict:
