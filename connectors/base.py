@@ -60,6 +60,9 @@ class BadInputError(TerminalError):
         self.offset = offset
 
 
+KEY_SEP = "|"  # between the values of a composite key in a source id
+
+
 def record_json(row: Mapping[str, Any]) -> str:
     """The original row as JSON for a dead letter (provenance columns left out)."""
     return json.dumps(
@@ -117,6 +120,14 @@ class Source(ABC):
     def total(self) -> int | None:
         """Total units (see progress_unit) of a full pass, when cheaply known."""
         return None
+
+    #: an incremental source that does not read earlier rows again: the runner retries their dead letters (an
+    #: unresolved link, a record the target refused) at the end of each pass through read_keys()
+    retries_dead_letters: bool = False
+
+    def read_keys(self, source_ids: list[str], batch_size: int) -> Iterator[SourceBatch]:
+        """The rows with these source ids (key values as text, several joined by '|'), as they are now."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read rows by key")
 
     def next_pass(self, finished: dict | None) -> dict | None:
         """The cursor a new pass starts from after a pass that finished at ``finished``.

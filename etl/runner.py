@@ -204,14 +204,17 @@ class Runner:
             else:
                 transformer.seen = lambda ids: store.seen_in_pass(pipeline.name, pass_id, ids)
             exhausted = True
-            for batch in _limited(source, cursor, batch_size, opts.limit):
+
+            def step(batch: SourceBatch, maybe_sent: bool, supersede: list[int] | None = None) -> bool:
+                """One batch through transform and load; False when a stop was asked for."""
+                nonlocal seq, position
                 seq += 1
-                cursor = batch.cursor
                 t = transformer.transform(batch.table, batch.rejects)
                 if opts.dry_run:
                     dry_seen.update(x for x in t.rejects.ids.to_pylist() if x is not None)
                 end = position + batch.read_count
-                counts, reasons = self._load(pipeline, t, batch, sink, pass_id, seq, end, position < sent, planned)
+                counts, reasons = self._load(pipeline, t, batch, sink, pass_id, seq, end, maybe_sent, planned,
+                                             supersede or [])
                 position = end
                 report.counts.update(counts)
                 report.reasons.update(reasons)
@@ -219,12 +222,22 @@ class Runner:
                 if not sum(counts[k] for k in ("created", "updated", "unchanged", "rejected")) == counts["read"]:
                     raise AccountingError(f"{pipeline.name}: batch {seq}: {dict(counts)} does not add up")
                 self.console.batch_done(pipeline.name, report.counts, batch.progress)
-                if stop is not None and stop.requested:
+                return not (stop is not None and stop.requested)
+
+            for batch in _limited(source, cursor, batch_size, opts.limit):
+                cursor = batch.cursor
+                if not step(batch, position < sent):
                     exhausted = False
                     report.status = "interrupted"
                     break
             if opts.limit is not None and report.read >= opts.limit:
                 exhausted = False  # stopped by --limit: the pass stays open, the next run goes on from here
+            if exhausted and not opts.dry_run and source.retries_dead_letters:
+                # rows an incremental pass will not read again: retry what the outside world refused (a link
+                # not loaded yet, a record the target refused), looked up in the target first
+                exhausted = self._retry(pipeline, source, transformer, pass_id, batch_size, cursor, step)
+                if not exhausted:
+                    report.status = "interrupted"
             if opts.dry_run:
                 report.status = "planned"
             elif report.status != "interrupted":
@@ -267,8 +280,36 @@ class Runner:
         self.console.pipeline_finished(report)
         return report
 
+    def _retry(self, pipeline: Pipeline, source: Source, transformer: Transformer, pass_id: str, batch_size: int,
+               cursor: dict | None, step) -> bool:
+        """Read again, by key, the rows of open dead letters of earlier passes rejected at the link or load step;
+        the dead letters of rows this pass read anyway are superseded. False when a stop was asked for."""
+        store = self.store
+        letters = store.open_dead_letters_before(pipeline.name, pass_id)
+        if not letters:
+            return True
+        seen = store.seen_in_pass(pipeline.name, pass_id, [sid for _, sid, _, _ in letters])
+        stale = [i for i, sid, _, _ in letters if sid in seen]
+        retry: dict[str, list[int]] = {}
+        for i, sid, stage, reason in letters:
+            if sid not in seen and stage in ("link", "load") and reason != "missing_link":
+                retry.setdefault(sid, []).append(i)
+        if stale:
+            store.supersede(stale)
+        if not retry:
+            return True
+        self.console.info(f"{pipeline.name}: retrying {len(retry):,} records rejected by earlier passes "
+                          "(links, target)")
+        for batch in source.read_keys(list(retry), batch_size):
+            batch.cursor = cursor  # a retry does not move the pass
+            ids = [i for sid in transformer.source_ids(batch.table).to_pylist() for i in retry.get(sid, ())]
+            if not step(batch, True, ids):
+                return False
+        return True
+
     def _load(self, pipeline: Pipeline, t: Transformed, batch: SourceBatch, sink: Sink | None, pass_id: str,
-              seq: int, end: int, maybe_sent: bool, planned: dict | None) -> tuple[Counter, Counter]:
+              seq: int, end: int, maybe_sent: bool, planned: dict | None,
+              supersede: list[int]) -> tuple[Counter, Counter]:
         records = t.records
         ids = records.column(SOURCE_ID)
         existing = self.store.lookup(pipeline.name, ids.to_pylist())
@@ -383,7 +424,7 @@ class Runner:
         reasons = Counter(all_rejects.column("reason").to_pylist())
         if planned is None:
             self.store.commit_batch(BatchCommit(pipeline.name, self.run_id, pass_id, seq, batch.cursor, xwalk,
-                                                all_rejects, dict(counts), dedupe_commit))
+                                                all_rejects, dict(counts), dedupe_commit, supersede))
         else:
             self.console.dead_letters(pipeline.name, all_rejects)
         return counts, reasons

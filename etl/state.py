@@ -65,7 +65,7 @@ dead_letters = sa.Table(
     sa.Column("source_id", KEY),
     sa.Column("record", sa.Text),
     sa.Column("created_at", sa.DateTime, nullable=False),
-    # open: the record is still rejected; superseded: a later pass read the source again from the top
+    # open: the record is still rejected; superseded: a later pass read the record again (from the top, or a retry)
     sa.Column("status", sa.String(16), nullable=False, default="open", index=True),
     sa.Index("ix_etl_dead_letters_key", "pipeline", "source_id"),
 )
@@ -166,6 +166,7 @@ class BatchCommit:
     dead_letters: pa.Table | None = None  # connectors.base.REJECT_SCHEMA
     counts: dict[str, int] = field(default_factory=dict)
     dedupe: "DedupeCommit | None" = None
+    supersede: list[int] = field(default_factory=list)  # dead letters of earlier passes this batch read again
 
 
 @dataclass
@@ -275,6 +276,8 @@ class StateStore:
                 c.execute(dead_letters.insert(), rows)
             if b.dedupe is not None:
                 self._commit_dedupe(c, b, ts)
+            for part in _chunks(b.supersede):
+                c.execute(dead_letters.update().where(dead_letters.c.id.in_(part)).values(status="superseded"))
             read = b.counts.get("read", 0)
             c.execute(checkpoints.update().where(checkpoints.c.pipeline == b.pipeline).values(
                 cursor=json.dumps(b.cursor) if b.cursor else None, batches_committed=b.seq,
@@ -303,6 +306,22 @@ class StateStore:
                                         "merged_at"), 2,
                     [(b.pipeline, sid, g, k, note, b.run_id, stamp)
                      for sid, (g, k, note) in {m[0]: m[1:] for m in d.members}.items()])
+
+    # ------------------------------------------------------------ retrying dead letters
+    def open_dead_letters_before(self, pipeline: str, pass_id: str) -> list[tuple[int, str, str, str]]:
+        """(id, source id, stage, reason) of the open dead letters that earlier passes left (with a source id)."""
+        d = dead_letters
+        q = (sa.select(d.c.id, d.c.source_id, d.c.stage, d.c.reason)
+             .where(d.c.pipeline == pipeline, d.c.status == "open", d.c.source_id.is_not(None),
+                    sa.or_(d.c.pass_id.is_(None), d.c.pass_id != pass_id)).order_by(d.c.id))
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(q)]
+
+    def supersede(self, ids: list[int]) -> None:
+        """These dead letters have a newer outcome (the record was read again)."""
+        with self.engine.begin() as c:
+            for part in _chunks(ids):
+                c.execute(dead_letters.update().where(dead_letters.c.id.in_(part)).values(status="superseded"))
 
     # ------------------------------------------------------------ dedupe
     def _select_in(self, sql: str, pipeline: str, ids: list[str]) -> Iterator[tuple]:

@@ -14,13 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.base import FILE_COLUMN, HASH, LINE_COLUMN, REJECT_SCHEMA, SOURCE_ID, record_json
+from connectors.base import FILE_COLUMN, HASH, KEY_SEP, LINE_COLUMN, REJECT_SCHEMA, SOURCE_ID, record_json
 from etl.config import ColumnRule, Pipeline
 from etl.mapping import LINK_PREFIX, Mapper
 from etl.stages import ROW, STAGE_REJECT_SCHEMA, STAGES, Stage, StageContext, StageResult, no_rejects, rejects_where
 from schemas import Entity, get_entity
-
-KEY_SEP = "|"
 
 # resolve(pipeline, source ids) -> {source id: target id}
 Resolver = Callable[[str, list[str]], dict[str, str]]
