@@ -549,31 +549,35 @@ def _fast_region(buf: bytes, start: int, end: int, ncols: int, at_eof: bool) -> 
             raise _Fallback("backslash outside a string")
     else:
         has_esc = None
-    # gather every value's bytes, in buffer order (row-major), into one buffer
+    # gather every value's bytes column by column (column-major) into one buffer: each column is then a contiguous
+    # run of it, an Arrow array made on its slice without a copy
     lens = ce - cs
-    total = int(lens.sum())
-    if total:
-        diff = np.zeros(n_all + 1, dtype=np.int8)
-        nz = lens > 0
-        diff[cs[nz]] += 1
-        diff[ce[nz]] -= 1
-        mask = np.cumsum(diff[:-1], dtype=np.int8).view(bool)
-        data = a[mask]
-    else:
-        data = np.zeros(0, dtype=np.uint8)
+    order = np.arange(lens.size).reshape(n, ncols).T.ravel()
+    lens_c = lens[order]
     offsets = np.zeros(lens.size + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    if offsets[-1] >= 2**31:
+    np.cumsum(lens_c, out=offsets[1:])
+    total = int(offsets[-1])
+    if total >= 2**31:
         raise _Fallback("too large")
-    allv = pa.Array.from_buffers(pa.binary(), lens.size,
-                                 [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+    data = np.empty(total, dtype=np.uint8)
+    shift = cs[order] - offsets[:-1]  # buffer index of a value's byte = its place in ``data`` + shift
+    for j in range(ncols if total else 0):  # a column at a time: the index array stays the size of one column
+        v0, v1 = j * n, (j + 1) * n
+        lo, hi = int(offsets[v0]), int(offsets[v1])
+        if hi > lo:
+            gather = np.repeat(shift[v0:v1], lens_c[v0:v1])
+            gather += np.arange(lo, hi, dtype=np.int64)
+            data[lo:hi] = a[gather]
+    offsets32 = offsets.astype(np.int32)
     is_null2 = is_null.reshape(n, ncols)
     hex2 = (hex0x | lit).reshape(n, ncols)
     bits2 = bits.reshape(n, ncols)
     esc2 = has_esc.reshape(n, ncols) if has_esc is not None else None
     columns = []
     for j in range(ncols):
-        col = pc.take(allv, pa.array(np.arange(j, lens.size, ncols)))
+        lo, hi = int(offsets32[j * n]), int(offsets32[(j + 1) * n])
+        col = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets32[j * n:(j + 1) * n + 1] - lo),
+                                                      pa.py_buffer(data[lo:hi])])
         nulls = is_null2[:, j]
         if esc2 is not None and esc2[:, j].any():
             col = _unescape_column(col)
@@ -625,7 +629,7 @@ def _unescape_column(col: pa.Array) -> pa.Array:
     ph = next((p for p in _PLACEHOLDERS if p not in raw), None)
     if ph is None:
         return pa.array([None if v is None else unescape(v) for v in col.to_pylist()], pa.binary())
-    data = _data_bytes(col)
+    data = raw
     out = pc.replace_substring(col, pattern=b"\\\\", replacement=ph) if b"\\\\" in data else col
     for pat, rep in _SIMPLE_ESC:
         if pat in data:
