@@ -240,7 +240,8 @@ def status(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Per pipeline: the checkpoint (pass, cursor, batches), records in the crosswalk, dead letters, last runs."""
+    """Per pipeline: the checkpoint (pass, cursor, batches), records in the crosswalk (of them merged as
+    duplicates into another record), dead letters, last runs."""
     from rich.table import Table
 
     console = make_console(json_out, quiet)
@@ -260,6 +261,7 @@ def status(
                 "batches_committed": None if cp is None else cp.batches_committed,
                 "records_in_pass": None if cp is None else cp.records_committed,
                 "crosswalk": store.crosswalk_count(name),
+                "merged": store.merged_count(name),
                 "dead_letters": dl.get(name, 0),
                 "runs": store.run_rows(name, runs),
             })
@@ -272,7 +274,7 @@ def status(
     if quiet:
         return
     t = Table(title=f"crm-etl status: {project.config.name}")
-    for col in ("pipeline", "pass", "position", "loaded", "dead letters"):
+    for col in ("pipeline", "pass", "position", "loaded", "merged", "dead letters"):
         t.add_column(col)
     history = Table(title="Last runs")
     for col in ("pipeline", "started", "status", "read", "created", "updated", "unchanged", "rejected"):
@@ -281,7 +283,7 @@ def status(
         cursor = item["cursor"] or {}
         pos = ", ".join(f"{k} {v}" for k, v in cursor.items() if k in ("file", "row", "position", "watermark"))
         t.add_row(item["pipeline"], item["pass"] or "never run", pos or "-", f"{item['crosswalk']:,}",
-                  f"{item['dead_letters']:,}")
+                  f"{item['merged']:,}", f"{item['dead_letters']:,}")
         for r in item["runs"]:
             history.add_row(item["pipeline"], f"{r['started_at']:%d.%m %H:%M:%S}", r["status"] + (" (resumed)" if r["resumed"] else ""),
                             *(f"{r[k]:,}" for k in ("read", "created", "updated", "unchanged", "rejected")))

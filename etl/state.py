@@ -352,6 +352,13 @@ class StateStore:
             "SELECT group_id, target_id, foreign_entity, record, record_hash, rank FROM etl_dedupe_groups "
             "WHERE pipeline = {ph} AND group_id IN ({inlist})", pipeline, group_ids)}
 
+    def merged_count(self, pipeline: str) -> int:
+        """Records of this pipeline merged into another record (dedupe)."""
+        m = dedupe_members
+        with self.engine.connect() as c:
+            return c.execute(sa.select(sa.func.count()).select_from(m).where(
+                m.c.pipeline == pipeline, m.c.source_id != m.c.group_id)).scalar_one()
+
     def dedupe_targets(self, pipeline: str, target_ids: list[str]) -> set[str]:
         """Which of these target ids are entities of our own groups."""
         return {r[0] for r in self._select_in("SELECT target_id FROM etl_dedupe_groups WHERE pipeline = {ph} "

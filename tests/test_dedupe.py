@@ -176,6 +176,10 @@ def test_a_client_base_with_duplicates_loads_each_person_once(tmp_path, cli):
     assert all(x["match_key"].split(":")[0] in ("phone", "email") for x in merged_rows)
     assert "records merged: " in rep.output
 
+    status = cli("status", "--json", "-C", project)
+    (st,) = [json.loads(x) for x in status.output.splitlines() if '"status"' in x and '"contacts"' in x]
+    assert st["merged"] == r["merged"] and st["crosswalk"] == r["read"]
+
     # a second run changes nothing
     again = finished(cli("run", "--json", "-C", project).output)["contacts"]
     assert again["unchanged"] == r["read"] and again["created"] == again["updated"] == 0
