@@ -359,7 +359,10 @@ class Deduper:
                 note = f"matched entity {tid} already in the target, which keeps its values"
                 for i in idx:
                     keys[i] = [key, *keys[i]] if key not in keys[i] else keys[i]
-            self._unit(group, idx, rows, keys, known_tid, member_of, key_group, note, out)
+            if group is None and len(idx) == 1 and sids[idx[0]] not in known_tid:
+                self._single(idx[0], rows, keys, key_group, out)  # most records: new, and nobody's copy
+            else:
+                self._unit(group, idx, rows, keys, known_tid, member_of, key_group, note, out)
 
         def table(taken: list[int], made: list[dict]) -> pa.Table:
             # rows written as read are taken from the batch; only merged ones are built again
@@ -371,6 +374,21 @@ class Deduper:
         return DedupePlan(
             table(out.create_rows, out.creates), table(out.update_rows, out.updates),
             out.followers, out.silent, out.merged, out.pending, out.new_keys, self.spec.policy != "first" or bool(guard))
+
+    def _single(self, i: int, rows: list[dict], keys: list[list[str]], key_group: dict[str, list[str]],
+                out: "_Out") -> None:
+        """A record new to us that matches nothing: created as read; a group of its own."""
+        row = rows[i]
+        sid = row[SOURCE_ID]
+        p = _Pending(None, sid, self._values(row), _rank(row.get(self.spec.newest_by or "")))
+        p.members.append((sid, None, None))
+        out.pending.append(p)
+        for k in keys[i]:
+            held = key_group.setdefault(k, [])
+            if sid not in held:
+                held.append(sid)
+                out.new_keys.append((k, sid))
+        out.create_rows.append(i)
 
     def _unit(self, group: DedupeGroup | None, idx: list[int], rows: list[dict], keys: list[list[str]],
               known_tid: dict[str, str], member_of: dict[str, str], key_group: dict[str, list[str]], note: str | None,
