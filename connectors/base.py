@@ -125,8 +125,9 @@ class Source(ABC):
     #: unresolved link, a record the target refused) at the end of each pass through read_keys()
     retries_dead_letters: bool = False
 
-    def read_keys(self, source_ids: list[str], batch_size: int) -> Iterator[SourceBatch]:
-        """The rows with these source ids (key values as text, several joined by '|'), as they are now."""
+    def read_keys(self, columns: list[str], source_ids: list[str], batch_size: int) -> Iterator[SourceBatch]:
+        """The rows whose ``columns`` (the pipeline's key) hold these source ids (values as text, several joined by
+        '|'), as they are now."""
         raise NotImplementedError(f"{type(self).__name__} cannot read rows by key")
 
     def next_pass(self, finished: dict | None) -> dict | None:

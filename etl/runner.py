@@ -300,9 +300,17 @@ class Runner:
             return True
         self.console.info(f"{pipeline.name}: retrying {len(retry):,} records rejected by earlier passes "
                           "(links, target)")
-        for batch in source.read_keys(list(retry), batch_size):
+        key = list(pipeline.config.key)
+        if any(k not in source.columns() for k in key):
+            return True  # the key is made by the pipeline, not read: nothing to look rows up by
+        for batch in source.read_keys(key, list(retry), batch_size):
+            sids = transformer.source_ids(batch.table)
+            wanted = pc.fill_null(pc.is_in(sids, value_set=pa.array(list(retry), pa.string())), False)
+            batch.table = batch.table.filter(wanted)  # the database compared text: keep exact matches only
             batch.cursor = cursor  # a retry does not move the pass
-            ids = [i for sid in transformer.source_ids(batch.table).to_pylist() for i in retry.get(sid, ())]
+            if not batch.table.num_rows and not batch.rejects.num_rows:
+                continue
+            ids = [i for sid in transformer.source_ids(batch.table).to_pylist() for i in retry.pop(sid, ())]
             if not step(batch, True, ids):
                 return False
         return True

@@ -170,6 +170,24 @@ class PortalSource(Source):
             done += len(rows)
             yield SourceBatch(self._table(rows), self._safe(state), progress=done)
 
+    @property
+    def retries_dead_letters(self) -> bool:  # type: ignore[override]
+        return self.mode == "incremental"
+
+    def read_keys(self, columns: list[str], source_ids: list[str], batch_size: int) -> Iterator[SourceBatch]:
+        """The records with these ids, as the portal has them now (only when the pipeline's key is the id)."""
+        if list(columns) != [self.idf]:
+            return
+        ids = sorted({_id(s) for s in source_ids if str(s).strip().isdigit()})
+        rows: list[dict] = []
+        for i in range(0, len(ids), PAGE):
+            rows += self._page({"@" + self.idf: ids[i:i + PAGE]}, {self.idf: "ASC"})
+            if len(rows) >= batch_size:
+                yield SourceBatch(self._table(rows), {})
+                rows = []
+        if rows:
+            yield SourceBatch(self._table(rows), {})
+
     def _safe(self, state: dict) -> dict:
         """The cursor to keep. In incremental mode, while the watermark's second was still running on the portal
         when it was read (its answer's ``time.date_start`` not past it), a record changed later in that same second

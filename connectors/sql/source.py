@@ -634,21 +634,22 @@ class SqlSource(Source):
     def retries_dead_letters(self) -> bool:  # type: ignore[override]
         return self.mode == "incremental"
 
-    def read_keys(self, source_ids: list[str], batch_size: int) -> Iterator[SourceBatch]:
-        """The rows whose key (compared as trimmed text, as the engine makes source ids) is one of ``source_ids``."""
+    def read_keys(self, columns: list[str], source_ids: list[str], batch_size: int) -> Iterator[SourceBatch]:
+        """The rows whose ``columns`` (compared as trimmed text, as the engine makes source ids) hold one of
+        ``source_ids``."""
         cols = self._selected()
         src = self._from(cols)
-        text = [sa.func.trim(sa.cast(src.c[k], sa.String)) for k in self.key]
-        chunk = 500 if len(self.key) == 1 else 100
+        text = [sa.func.trim(sa.cast(src.c[k], sa.String)) for k in columns]
+        chunk = 500 if len(columns) == 1 else 100
         for i in range(0, len(source_ids), chunk):
             part = source_ids[i:i + chunk]
-            if len(self.key) == 1:
+            if len(columns) == 1:
                 cond = text[0].in_(part)
             else:
                 tuples = [sid.split(KEY_SEP) for sid in part]
                 cond = sa.or_(*[sa.and_(*[t == v for t, v in zip(text, vals)]) for vals in tuples
                                 if len(vals) == len(text)])
-            stmt = sa.select(*[src.c[c] for c in cols]).where(cond).order_by(*[src.c[k] for k in self.key])
+            stmt = sa.select(*[src.c[c] for c in cols]).where(cond).order_by(*[src.c[k] for k in columns])
             try:
                 with self.engine.connect() as conn:
                     result = conn.execute(stmt)
