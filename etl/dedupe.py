@@ -106,8 +106,15 @@ def match_keys(record: dict, rules: list[list[str]]) -> list[str]:
                 break
             combos = [f"{c}|{v}" if c else v for c in combos for v in vals]
         name = "+".join(rule)
-        keys.extend(f"{name}:{c}" for c in combos)
+        keys.extend(_bounded(f"{name}:{c}") for c in combos)
     return list(dict.fromkeys(keys))
+
+
+def _bounded(key: str, limit: int = 200) -> str:
+    """A key the state store's 255-character columns hold: a long one keeps its start and a digest of the rest."""
+    if len(key) <= limit:
+        return key
+    return key[:limit - 41] + "#" + hashlib.sha1(key.encode()).hexdigest()
 
 
 def same_value(a: Any, b: Any) -> bool:

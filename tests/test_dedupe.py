@@ -324,6 +324,9 @@ def test_match_keys_read_phones_and_emails_as_people_type_them():
         "inn+kpp:7701234567|770101001"]
     assert normal_phone("8 (916) 123-45-67") == normal_phone("9161234567") == "+79161234567"
     assert match_keys({"inn": "7701234567"}, [["inn", "kpp"]]) == []  # every field of a rule is needed
+    long_a, long_b = "a" * 240 + "@x.ru", "a" * 239 + "b@x.ru"
+    (ka,), (kb,) = match_keys({"email": long_a}, [["email"]]), match_keys({"email": long_b}, [["email"]])
+    assert len(ka) <= 200 and len(kb) <= 200 and ka != kb  # fits the state store, still tells them apart
 
 
 def test_a_group_the_target_refuses_sends_all_its_records_to_the_dead_letters(tmp_path, cli):
