@@ -103,6 +103,25 @@ def _tar_gz(sql: Path, out: Path) -> None:
         f.write(c.flush())
 
 
+def _tar_gz_members(sql: Path, out: Path, member: int = 1 << 20) -> None:
+    """Like _tar_gz, but a gzip member per ``member`` bytes, as CBackup appends one per write."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.backup_writer import EMPTY_GZIP, tar_header
+
+    def gz(data: bytes) -> bytes:
+        c = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return c.compress(data) + c.flush()
+
+    name = f"bitrix/backup/{sql.name}".encode()
+    size = sql.stat().st_size
+    with open(out, "wb") as f, open(sql, "rb") as src:
+        f.write(EMPTY_GZIP[:3] + b"\x04" + EMPTY_GZIP[4:10] + b"\x0a\x00\x00\x00\x00\x00BX0000" + EMPTY_GZIP[10:])
+        f.write(gz(tar_header(b"bitrix/.config.php", 0) + tar_header(name, size)))
+        while data := src.read(member):
+            f.write(gz(data))
+        f.write(gz(b"\x00" * ((-size) % 512) + tar_header(b"upload/x.bin", 10) + b"\x00" * 512))
+
+
 def _read(path: Path, want: set[str], typed: bool) -> tuple[int, int]:
     from connectors.bitrix24.backup.archive import BackupDump
     from connectors.bitrix24.backup.dump import DumpReader, Rows, typed_table
@@ -166,6 +185,34 @@ def backup_skip_targz(args) -> dict:
     sec = time.perf_counter() - t
     return {"bytes": done, "seconds": round(sec, 2), "MB/s": round(done / 1e6 / sec, 1),
             "archive MB": round(arc.stat().st_size / 1e6, 1), "target": ">= 300 MB/s (of dump bytes)"}
+
+
+def backup_seek_targz(args) -> dict:
+    """The last tenth of a .tar.gz dump (gzip members every MB): read from the start, and entered at a restart
+    point an earlier pass met (a resume, or a pipeline whose table comes late)."""
+    from connectors.bitrix24.backup.archive import BackupDump
+
+    d = Path(args.dir)
+    sql = d / "skip.sql"
+    if not sql.exists():
+        make_dump(sql, b"b_blog_post", args.mb * 3)
+    arc = d / "seek.tar.gz"
+    if not arc.exists():
+        _tar_gz_members(sql, arc)
+    first = BackupDump(arc)
+    total = sum(len(c) for _, c in first.chunks())
+    points = first.seek_points()
+    start = total - total // 10
+
+    def drain(seek) -> float:
+        t = time.perf_counter()
+        n = sum(len(c) for _, c in BackupDump(arc).chunks(start, seek))
+        assert n == total - start
+        return time.perf_counter() - t
+
+    cold, warm = drain(None), drain(points)
+    return {"dump MB": round(total / 1e6, 1), "from the start s": round(cold, 2), "from a restart point s":
+            round(warm, 3), "speed-up": round(cold / warm, 1), "restart points": len(points)}
 
 
 # ---------------------------------------------------------------- SQL and CSV sources (rows/s)
@@ -261,6 +308,7 @@ MEASUREMENTS = {
     "backup_parse": backup_parse,
     "backup_skip_sql": backup_skip_sql,
     "backup_skip_targz": backup_skip_targz,
+    "backup_seek_targz": backup_seek_targz,
     "sql_postgresql": sql_postgresql,
     "sql_postgresql_incremental": sql_postgresql_incremental,
     "sql_postgresql_odbc": sql_postgresql_odbc,

@@ -182,6 +182,9 @@ class Bitrix24BackupSourceConfig(Model):
     include_my_companies: bool = Field(False, description="company: keep IS_MY_COMPANY='Y' rows")
     default_category_name: str | None = Field(None, description="deal: name of pipeline 0 if the backup has none")
     cache_dir: str = Field(".etl/cache/bitrix24_backup", description="where the prepass keeps its join tables")
+    restart_every_mb: float = Field(16, gt=0, description="a .tar.gz is entered again (a pass reaching its table, a "
+                                                          "resume) at a gzip member start at most this far before "
+                                                          "the point wanted; smaller: less to inflate, a bigger cache")
 
     @property
     def types(self) -> dict:  # etl.checks.check_columns reads `source.types` of every source

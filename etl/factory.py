@@ -56,7 +56,8 @@ def build_source(project: Project, pipeline: Pipeline) -> Source:
                                   entity_type_id=cfg.entity_type_id, iblock_id=cfg.iblock_id, table=cfg.table,
                                   include_my_companies=cfg.include_my_companies or None,
                                   default_category_name=cfg.default_category_name,
-                                  cache_dir=project.path(cfg.cache_dir), name=pipeline.source_name)
+                                  cache_dir=project.path(cfg.cache_dir), name=pipeline.source_name,
+                                  restart_every=int(cfg.restart_every_mb * (1 << 20)))
     from etl.config import Bitrix24PortalSourceConfig
 
     if isinstance(cfg, Bitrix24PortalSourceConfig):

@@ -328,3 +328,58 @@ def test_a_backup_goes_through_the_cli_into_a_sql_warehouse_with_links(backups, 
     # contacts of our own legal entity (company 2, left out) are rejected as unresolved links, no other
     own = [i for i in range(1, 31) if i % 4 and (i % 3) + 1 == 2]
     assert done["contacts"]["rejected"] == len(own) and done["contacts"]["created"] == 30 - len(own)
+
+
+def _big_backup(tmp_path: Path) -> Path:
+    """A backup whose dump holds a big table before the CRM's: gzip members every 16 KB, volumes of 128 KB."""
+    tables = crm_tables()
+    import hashlib
+
+    big = Table("b_search_content", [("ID", "int(11)"), ("BODY", "longtext")],  # hex: compresses about 2:1
+                [[i, "".join(hashlib.sha256(f"{i}/{j}".encode()).hexdigest() for j in range(40))]
+                 for i in range(600)])
+    dump = cbackup_dump([big, *tables], "utf8", insert_limit=20_000)
+    assert len(dump) > 1_500_000
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return write_backup(tmp_path, dump, volume_size=128 * 1024, sql_part_size=400_000)
+
+
+def test_a_pass_enters_the_archive_at_a_restart_point_and_reads_the_same_rows(tmp_path):
+    from connectors.bitrix24.backup.archive import BackupDump
+
+    first = _big_backup(tmp_path / "arc")
+    whole = BackupDump(first, restart_every=32 * 1024)
+    full = b"".join(d for _, d in whole.chunks())
+    points = whole.seek_points()
+    assert len(points) > 20 and all(p["dump"] < len(full) for p in points)
+    size = sum(p.stat().st_size for p in tmp_path.joinpath("arc").iterdir())
+    for start in (0, 1, 400_000, 400_001, len(full) // 2, len(full) - 10):
+        d = BackupDump(first)
+        got = b"".join(data for _, data in d.chunks(start, points))
+        assert got == full[start:], start
+        if start > 500_000:
+            assert d._volumes.inflated < size * 0.6  # it did not inflate the archive from the start
+
+    # the sources: the same rows with and without restart points; a later pass enters at the contacts table
+    def rows_of(**kw):
+        src = BackupContactSource(first, cache_dir=tmp_path / f"c{len(kw)}", **kw)
+        rows = [r for b in src.read(None, 7) for r in b.table.to_pylist()]
+        return rows, src.dump()._volumes.inflated
+
+    near, inflated_near = rows_of(restart_every=32 * 1024)
+    far, inflated_far = rows_of()  # the default: points 16 MB apart, none in this small archive but the start
+    assert [r["ID"] for r in near] == list(range(1, 31)) and near == far
+    assert inflated_near < inflated_far * 0.6
+
+
+def test_a_resume_inside_a_big_archive_reads_exactly_the_rest(tmp_path):
+    first = _big_backup(tmp_path / "arc")
+    src = BackupContactSource(first, cache_dir=tmp_path / "c", restart_every=32 * 1024)
+    batches = list(src.read(None, 4))
+    full = [r["ID"] for b in batches for r in b.table.to_pylist()]
+    for k in (0, 3, 6):
+        cursor = json.loads(json.dumps(batches[k].cursor))
+        again = BackupContactSource(first, cache_dir=tmp_path / "c", restart_every=32 * 1024)
+        rest = [r["ID"] for b in again.read(cursor, 4) for r in b.table.to_pylist()]
+        done = [r["ID"] for b in batches[:k + 1] for r in b.table.to_pylist()]
+        assert done + rest == full, k

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from connectors.base import BadInputError, TerminalError
 from connectors.bitrix24.backup.crypto import HEADER_SIZE, Decryptor, is_encrypted_header
-from connectors.bitrix24.backup.tar import TarReader, looks_like_tar
+from connectors.bitrix24.backup.tar import TarMember, TarReader, looks_like_tar
 from connectors.bitrix24.backup.volumes import READ_SIZE, VolumeSet, base_name, is_gzip, prefetch
 
 __all__ = ["BackupDump", "is_dump_member"]
@@ -42,14 +42,19 @@ def is_dump_member(name: str) -> tuple[str, int] | None:
 class BackupDump:
     """Open a backup (archive or dump file) and stream its SQL dump."""
 
-    def __init__(self, path: Path | str, *, password: str | None = None):
+    def __init__(self, path: Path | str, *, password: str | None = None, restart_every: int | None = None):
         self.path = Path(path)
+        self.restart_every = restart_every
         if not self.path.exists() and not base_name(self.path).exists():
             raise TerminalError(f"{self.path}: no such file")
         self.password = password
         self.kind = self._detect()
         self.sql_done = 0  # bytes of the dump handed out in the current pass
         self._volumes: VolumeSet | None = None
+        self._encrypted = False
+        # the dump's parts as met in the archive: (part number, name, tar data offset, size, dump offset)
+        self._parts: list[tuple[int, str, int, int, int]] = []
+        self._dump_base: str | None = None
 
     # --- detection
 
@@ -101,8 +106,27 @@ class BackupDump:
 
     # --- streaming
 
-    def chunks(self, start: int = 0) -> Iterator[tuple[str, bytes]]:
-        """The dump from stream offset ``start``: (part name, bytes) chunks, parts in order."""
+    def seek_points(self) -> list[dict]:
+        """Where a later read of this archive can start inflating, as learnt by reading it (a gzip member start
+        inside a dump part's data): ``{"dump": dump offset, "plain", "vol", "at", "part", "no", "data", "size",
+        "base"}``, in order. Empty for encrypted archives and plain dumps."""
+        vs = self._volumes
+        if self.kind != "archive" or self._encrypted or vs is None or self._dump_base is None:
+            return []
+        out = []
+        parts = list(self._parts)
+        for plain, vol, at in list(vs.restart_points):
+            for no, name, data, size, dump_at in parts:
+                if data <= plain < data + size:
+                    out.append({"dump": dump_at + plain - data, "plain": plain, "vol": vol, "at": at, "part": name,
+                                "no": no, "data": data, "size": size, "base": self._dump_base})
+                    break
+        return out
+
+    def chunks(self, start: int = 0, seek: list[dict] | None = None) -> Iterator[tuple[str, bytes]]:
+        """The dump from stream offset ``start``: (part name, bytes) chunks, parts in order. ``seek``: points from
+        :meth:`seek_points` of an earlier read of the same archive; inflating starts at the last one before
+        ``start`` instead of at the beginning."""
         self.sql_done = start
         if self.kind == "sql":
             yield from self._plain(start)
@@ -111,7 +135,11 @@ class BackupDump:
             self._volumes = VolumeSet(base_name(self.path), single=True)
             yield from self._from(((self.path.name, c) for c in self._volumes.chunks()), start)
             return
-        yield from self._from(self._archive_members(), start)
+        point = max((p for p in seek or () if p["dump"] <= start), key=lambda p: p["dump"], default=None)
+        if point is not None:
+            yield from self._from(self._archive_members(point), start, point["dump"])
+        else:
+            yield from self._from(self._archive_members(), start)
 
     def _plain(self, start: int) -> Iterator[tuple[str, bytes]]:
         at = 0
@@ -131,8 +159,7 @@ class BackupDump:
                     yield p.name, data
             at += size
 
-    def _from(self, chunks: Iterator[tuple[str, bytes]], start: int) -> Iterator[tuple[str, bytes]]:
-        at = 0
+    def _from(self, chunks: Iterator[tuple[str, bytes]], start: int, at: int = 0) -> Iterator[tuple[str, bytes]]:
         for part, data in chunks:
             n = len(data)
             if at + n <= start:
@@ -144,9 +171,21 @@ class BackupDump:
             self.sql_done = at
             yield part, data
 
-    def _archive_members(self) -> Iterator[tuple[str, bytes]]:
-        self._volumes = vs = VolumeSet(self.path)
+    def _archive_members(self, point: dict | None = None) -> Iterator[tuple[str, bytes]]:
+        self._volumes = vs = VolumeSet(self.path, restart_every=self.restart_every)
         name = vs.first.name
+        if point is not None:  # picked up inside a dump part, at a gzip member start met by an earlier read
+            plain = prefetch(vs.chunks((point["plain"], point["vol"], point["at"])))
+            inside = TarMember(point["part"], point["size"], "0", point["data"], point["data"])
+            tar = TarReader(plain, name=name, offset=point["plain"], inside=inside)
+            dump_base, expected = point["base"], point["no"] + 1
+            self._dump_base = dump_base
+            part = point["part"].rsplit("/", 1)[-1]
+            for data in tar.data():
+                yield part, data
+            yield from self._dump_members(tar, name, vs, dump_base, expected,
+                                          point["dump"] - (point["plain"] - point["data"]) + point["size"])
+            return
         plain = prefetch(vs.chunks())
         head = b""
         for chunk in plain:
@@ -156,6 +195,7 @@ class BackupDump:
         if len(head) < HEADER_SIZE:
             raise BadInputError(f"{name}: too short for a backup archive ({len(head)} bytes)", file=str(vs.first))
         if is_encrypted_header(head):
+            self._encrypted = True
             dec = Decryptor(head[:HEADER_SIZE], self.password, file=name)
             stream = dec.stream(chain([head[HEADER_SIZE:]], plain))
         elif looks_like_tar(head):
@@ -164,8 +204,13 @@ class BackupDump:
             raise BadInputError(f"{name}: not a Bitrix backup archive: neither a tar header nor the encrypted "
                                 "archive header at the start (corrupt, or a wrong file?)", file=str(vs.first))
         tar = TarReader(stream, name=name)
-        dump_base: str | None = None
-        expected = 0
+        self._parts = []
+        yield from self._dump_members(tar, name, vs, None, 0, 0)
+
+    def _dump_members(self, tar: TarReader, name: str, vs: VolumeSet, dump_base: str | None, expected: int,
+                      dump_at: int) -> Iterator[tuple[str, bytes]]:
+        """The dump parts from here on (the next one is number ``expected``, at dump offset ``dump_at``), in order;
+        stops at the first member after them."""
         for member in tar.members():
             info = is_dump_member(member.name) if member.is_file else None
             if info is None or (dump_base is not None and info[0] != dump_base):
@@ -177,10 +222,13 @@ class BackupDump:
                 if number != 0:
                     raise BadInputError(f"{name}: the dump starts with part {member.name}, not {base}",
                                         file=str(vs.first))
-                dump_base = base
+                dump_base = self._dump_base = base
             if number != expected:
                 raise BadInputError(f"{name}: dump part {member.name} out of order (expected part {expected})",
                                     file=str(vs.first))
+            if not any(p[0] == number for p in self._parts):
+                self._parts.append((number, member.name, member.data_offset, member.size, dump_at))
+            dump_at += member.size
             expected += 1
             part = member.name.rsplit("/", 1)[-1]
             for data in tar.data():

@@ -319,6 +319,8 @@ class TableStart:
 
     table: str
     offset: int
+    line: int = 0  # line of the statement in its part (1-based), and the part
+    part: str = ""
 
 
 @dataclass
@@ -1044,7 +1046,7 @@ class DumpReader:
                 table = _ident(m.group(2))
                 if table != current:
                     current = table
-                    yield TableStart(table, offset)
+                    yield TableStart(table, offset, *self.line_part(stmt_index))
                 if self._want(table):
                     yield from self._insert(table, offset, m)
                 else:
@@ -1061,7 +1063,7 @@ class DumpReader:
                 table = _ident(tm.group(1))
                 if table != current:
                     current = table
-                    yield TableStart(table, offset)
+                    yield TableStart(table, offset, *self.line_part(stmt_index))
                 if head[:6].upper() == b"CREATE":
                     stmt = self._read_statement()
                     schema = parse_create_table(stmt)

@@ -155,8 +155,9 @@ class BackupTableSource(Source):
 
     def __init__(self, path: str | Path, *, table: str | None = None, password: str | None = None,
                  charset: str | None = None, cache_dir: str | Path | None = None, name: str = "bitrix24_backup",
-                 fast: bool = True):
+                 fast: bool = True, restart_every: int | None = None):
         self.path = Path(path)
+        self.restart_every = restart_every
         self.password = password
         self.charset = charset
         self.name = name
@@ -196,7 +197,7 @@ class BackupTableSource(Source):
 
     def dump(self) -> BackupDump:
         if self._dump is None:
-            self._dump = BackupDump(self.path, password=self.password)
+            self._dump = BackupDump(self.path, password=self.password, restart_every=self.restart_every)
         return self._dump
 
     def check(self) -> None:
@@ -265,12 +266,15 @@ class BackupTableSource(Source):
         seen: set[str] = set()
         schemas: dict[str, list] = {}
         charset = self.charset
+        main_start = None
         for ev in reader.events():
             if isinstance(ev, TableStart):
                 if need <= seen and ev.table not in need and not prefixed:
                     break
                 if ev.table in need:
                     seen.add(ev.table)
+                if ev.table == main and main_start is None:
+                    main_start = {"offset": ev.offset, "line": ev.line, "part": ev.part}
             elif isinstance(ev, SetNames):
                 charset = charset or ev.charset
             elif isinstance(ev, TableDef):
@@ -301,7 +305,9 @@ class BackupTableSource(Source):
                             db.execute(f'CREATE INDEX "ix_{t}_{col}" ON {_q(t)} ({_q(col)})')
         if main not in schemas:
             raise TerminalError(f"{self.name}: {self.path.name}: the dump has no table {main!r}")
-        return {"schemas": schemas, "charset": charset or reader.charset, "state": pre.state}
+        # where the main table starts, and where inflating can start: a pass goes straight there
+        return {"schemas": schemas, "charset": charset or reader.charset, "state": pre.state,
+                "main_start": main_start, "seek": self.dump().seek_points()}
 
     def _schema(self, prep: dict) -> TableSchema:
         main = self.main_table()
@@ -339,10 +345,14 @@ class BackupTableSource(Source):
                           start_part=cursor.get("part") or "", skip_rows=int(cursor.get("row") or 0),
                           charset=cursor.get("charset") or kwargs["charset"])
             schema = TableSchema.from_json(main, cursor.get("schema") or prep["schemas"][main])
+        elif prep.get("main_start"):  # a new pass starts at the main table's first statement
+            ms = prep["main_start"]
+            start = int(ms["offset"])
+            kwargs.update(start_offset=start, start_line=int(ms.get("line") or 1), start_part=ms.get("part") or "")
         kwargs["schemas"] = {main: schema}
         db = sqlite3.connect(prep["db"])
         try:
-            reader = DumpReader(dump.chunks(start), {main}, fast=self.fast, **kwargs)
+            reader = DumpReader(dump.chunks(start, prep.get("seek")), {main}, fast=self.fast, **kwargs)
             yield from self._batches(reader, main, batch_size, db, prep, identity, dump)
         finally:
             db.close()

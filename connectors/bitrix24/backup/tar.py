@@ -59,15 +59,24 @@ class TarReader:
     """Members of a tar stream, one after the other. Iterate :meth:`members`; for the current member either
     read :meth:`data` or move on (its data is skipped, without being kept)."""
 
-    def __init__(self, chunks: Iterable[bytes], *, name: str = "archive"):
+    def __init__(self, chunks: Iterable[bytes], *, name: str = "archive", offset: int = 0,
+                 inside: TarMember | None = None):
+        """``offset``: the stream offset of the first chunk; ``inside``: the member that offset lies in (its data),
+        when the stream is picked up in the middle of one (a restart point)."""
         self._chunks = iter(chunks)
         self._buf = b""
         self._pos = 0
-        self.offset = 0  # stream offset of _buf[_pos]
+        self.offset = offset  # stream offset of _buf[_pos]
         self.name = name
         self._remaining = 0  # data bytes of the current member not yet consumed
         self._pad = 0
         self.eof = False
+        if inside is not None:
+            end = inside.data_offset + inside.size
+            if not inside.data_offset <= offset <= end:
+                raise ValueError(f"offset {offset} is not in the data of {inside.name}")
+            self._remaining = end - offset
+            self._pad = (-inside.size) % BLOCK
 
     def _more(self) -> bool:
         try:

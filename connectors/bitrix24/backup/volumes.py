@@ -30,6 +30,7 @@ __all__ = ["Volume", "VolumeSet", "base_name", "find_volumes", "gzip_volume_info
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_SIZE = 1 << 20
+RESTART_EVERY = 16 << 20  # plain bytes between two kept restart points (gzip member starts)
 _NUMBERED = re.compile(r"^(.*)\.(\d+)$")
 
 
@@ -106,12 +107,17 @@ class Volume:
 class VolumeSet:
     """The volumes of one archive (or one file), read as one plain (inflated) byte stream."""
 
-    def __init__(self, first: Path | str, *, single: bool = False):
+    def __init__(self, first: Path | str, *, single: bool = False, restart_every: int | None = None):
         first = Path(first)
         paths = [first] if single else find_volumes(first)
         self.volumes = [Volume(p, p.stat().st_size, is_gzip(p)) for p in paths]
         self.position = 0  # plain bytes handed out so far
         self.compressed_done = 0  # bytes of the volume files read so far
+        # (plain position, volume index, compressed offset) of gzip member starts met while inflating, a few MB
+        # apart: where a later read of the same archive can start inflating instead of at the beginning
+        self.restart_points: list[tuple[int, int, int]] = []
+        self.restart_every = restart_every or RESTART_EVERY
+        self.inflated = 0  # compressed bytes fed to the inflater (what a restart point saves)
 
     @property
     def first(self) -> Path:
@@ -126,12 +132,19 @@ class VolumeSet:
         return {"path": str(self.first.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                 "volumes": len(self.volumes)}
 
-    def chunks(self) -> Iterator[bytes]:
-        """Plain chunks of the whole stream, volume after volume."""
+    def chunks(self, start_at: tuple[int, int, int] | None = None) -> Iterator[bytes]:
+        """Plain chunks of the whole stream, volume after volume; from a restart point ``(plain position, volume
+        index, compressed offset of a gzip member start)`` when given (see :attr:`restart_points`)."""
         done_before = 0
-        for vol in self.volumes:
+        first_vol, first_at = 0, 0
+        if start_at is not None:
+            self.position, first_vol, first_at = start_at
+            done_before = sum(v.size for v in self.volumes[:first_vol])
+        for n, vol in enumerate(self.volumes):
+            if n < first_vol:
+                continue
             if vol.gzip:
-                yield from self._inflate(vol, done_before)
+                yield from self._inflate(vol, done_before, first_at if n == first_vol else 0, n)
             else:
                 with open(vol.path, "rb") as f:
                     while True:
@@ -144,17 +157,27 @@ class VolumeSet:
             done_before += vol.size
             self.compressed_done = done_before
 
-    def _inflate(self, vol: Volume, done_before: int) -> Iterator[bytes]:
+    def _point(self, vol_index: int, member_start: int) -> None:
+        """A gzip member starts here: keep it as a restart point if the last one is far enough behind."""
+        pts = self.restart_points
+        if not pts or self.position - pts[-1][0] >= self.restart_every:
+            pts.append((self.position, vol_index, member_start))
+
+    def _inflate(self, vol: Volume, done_before: int, start: int = 0, vol_index: int = 0) -> Iterator[bytes]:
         d = _inflate_lib.decompressobj(wbits=31)
-        member_start = 0
+        member_start = start
         member_fed = False
-        fed = 0
+        fed = start
+        self._point(vol_index, start)
         with open(vol.path, "rb") as f:
+            if start:
+                f.seek(start)
             while True:
                 data = f.read(READ_SIZE)
                 if not data:
                     break
                 fed += len(data)
+                self.inflated += len(data)
                 self.compressed_done = done_before + fed
                 while data:
                     member_fed = True
@@ -174,6 +197,8 @@ class VolumeSet:
                         d = _inflate_lib.decompressobj(wbits=31)
                         member_fed = False
                         data = rest
+                        if rest[:2] == GZIP_MAGIC:
+                            self._point(vol_index, member_start)
                         if rest and rest[:2] != GZIP_MAGIC and not rest.strip(b"\x00"):
                             data = b""  # zero padding after the last member
                         elif rest and rest[:2] != GZIP_MAGIC:
