@@ -159,12 +159,17 @@ def backup_parse(args) -> dict:
             "MB/s": round(done / 1e6 / sec, 1), "target": ">= 30 MB/s"}
 
 
-def backup_skip_sql(args) -> dict:
-    """Tables nobody asked for, skipped (plain .sql)."""
-    d = Path(args.dir)
-    sql = d / "skip.sql"
+def _skip_dump(args) -> Path:
+    """The dump of a table nobody asks for, 3x --mb (made once in --dir)."""
+    sql = Path(args.dir) / "skip.sql"
     if not sql.exists():
         make_dump(sql, b"b_blog_post", args.mb * 3)
+    return sql
+
+
+def backup_skip_sql(args) -> dict:
+    """Tables nobody asked for, skipped (plain .sql)."""
+    sql = _skip_dump(args)
     t = time.perf_counter()
     _, done = _read(sql, set(), False)
     sec = time.perf_counter() - t
@@ -173,11 +178,8 @@ def backup_skip_sql(args) -> dict:
 
 def backup_skip_targz(args) -> dict:
     """The same, out of a .tar.gz archive (inflating included)."""
-    d = Path(args.dir)
-    sql = d / "skip.sql"
-    if not sql.exists():
-        make_dump(sql, b"b_blog_post", args.mb * 3)
-    arc = d / "skip.tar.gz"
+    sql = _skip_dump(args)
+    arc = sql.with_name("skip.tar.gz")
     if not arc.exists():
         _tar_gz(sql, arc)
     t = time.perf_counter()
@@ -192,11 +194,8 @@ def backup_seek_targz(args) -> dict:
     point an earlier pass met (a resume, or a pipeline whose table comes late)."""
     from connectors.bitrix24.backup.archive import BackupDump
 
-    d = Path(args.dir)
-    sql = d / "skip.sql"
-    if not sql.exists():
-        make_dump(sql, b"b_blog_post", args.mb * 3)
-    arc = d / "seek.tar.gz"
+    sql = _skip_dump(args)
+    arc = sql.with_name("seek.tar.gz")
     if not arc.exists():
         _tar_gz_members(sql, arc)
     first = BackupDump(arc)
