@@ -330,8 +330,8 @@ def test_a_backup_goes_through_the_cli_into_a_sql_warehouse_with_links(backups, 
     assert done["contacts"]["rejected"] == len(own) and done["contacts"]["created"] == 30 - len(own)
 
 
-def _big_backup(tmp_path: Path) -> Path:
-    """A backup whose dump holds a big table before the CRM's: gzip members every 16 KB, volumes of 128 KB."""
+def _big_backup(tmp_path: Path, password: str | None = None) -> Path:
+    """A backup whose dump holds a big table before the CRM's: gzip members every 64 KB, volumes of 128 KB."""
     tables = crm_tables()
     import hashlib
 
@@ -341,20 +341,21 @@ def _big_backup(tmp_path: Path) -> Path:
     dump = cbackup_dump([big, *tables], "utf8", insert_limit=20_000)
     assert len(dump) > 1_500_000
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return write_backup(tmp_path, dump, volume_size=128 * 1024, sql_part_size=400_000)
+    return write_backup(tmp_path, dump, volume_size=128 * 1024, sql_part_size=400_000, password=password)
 
 
-def test_a_pass_enters_the_archive_at_a_restart_point_and_reads_the_same_rows(tmp_path):
+@pytest.mark.parametrize("password", [None, "Секрет 42"])
+def test_a_pass_enters_the_archive_at_a_restart_point_and_reads_the_same_rows(tmp_path, password):
     from connectors.bitrix24.backup.archive import BackupDump
 
-    first = _big_backup(tmp_path / "arc")
-    whole = BackupDump(first, restart_every=32 * 1024)
+    first = _big_backup(tmp_path / "arc", password)
+    whole = BackupDump(first, restart_every=32 * 1024, password=password)
     full = b"".join(d for _, d in whole.chunks())
     points = whole.seek_points()
     assert len(points) > 20 and all(p["dump"] < len(full) for p in points)
     size = sum(p.stat().st_size for p in tmp_path.joinpath("arc").iterdir())
     for start in (0, 1, 400_000, 400_001, len(full) // 2, len(full) - 10):
-        d = BackupDump(first)
+        d = BackupDump(first, password=password)
         got = b"".join(data for _, data in d.chunks(start, points))
         assert got == full[start:], start
         if start > 500_000:
@@ -362,7 +363,7 @@ def test_a_pass_enters_the_archive_at_a_restart_point_and_reads_the_same_rows(tm
 
     # the sources: the same rows with and without restart points; a later pass enters at the contacts table
     def rows_of(**kw):
-        src = BackupContactSource(first, cache_dir=tmp_path / f"c{len(kw)}", **kw)
+        src = BackupContactSource(first, cache_dir=tmp_path / f"c{len(kw)}", password=password, **kw)
         rows = [r for b in src.read(None, 7) for r in b.table.to_pylist()]
         return rows, src.dump()._volumes.inflated
 

@@ -25,6 +25,16 @@ from connectors.bitrix24.backup.volumes import READ_SIZE, VolumeSet, base_name, 
 
 __all__ = ["BackupDump", "is_dump_member"]
 
+
+def _drop(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
+    """The chunks without their first ``n`` bytes."""
+    for chunk in chunks:
+        if n >= len(chunk):
+            n -= len(chunk)
+            continue
+        yield chunk[n:] if n else chunk
+        n = 0
+
 _ARCHIVE_NAME = re.compile(r"\.(tar|tgz|enc)(\.gz)?$|\.tar\.gz$|\.enc\.gz$", re.I)
 _SQL_NAME = re.compile(r"\.sql$", re.I)
 _SQL_PART = re.compile(r"^(.*\.sql)(?:\.(\d+))?$", re.I)
@@ -52,6 +62,7 @@ class BackupDump:
         self.sql_done = 0  # bytes of the dump handed out in the current pass
         self._volumes: VolumeSet | None = None
         self._encrypted = False
+        self._block = 16  # the cipher's block, for restart points in an encrypted archive
         # the dump's parts as met in the archive: (part number, name, tar data offset, size, dump offset)
         self._parts: list[tuple[int, str, int, int, int]] = []
         self._dump_base: str | None = None
@@ -111,15 +122,22 @@ class BackupDump:
         inside a dump part's data): ``{"dump": dump offset, "plain", "vol", "at", "part", "no", "data", "size",
         "base"}``, in order. Empty for encrypted archives and plain dumps."""
         vs = self._volumes
-        if self.kind != "archive" or self._encrypted or vs is None or self._dump_base is None:
+        if self.kind != "archive" or vs is None or self._dump_base is None:
             return []
         out = []
         parts = list(self._parts)
         for plain, vol, at in list(vs.restart_points):
+            skip, tar = 0, plain
+            if self._encrypted:  # ECB: decrypting can start at any whole cipher block after the header
+                if plain < HEADER_SIZE:
+                    continue
+                tar = -(-(plain - HEADER_SIZE) // self._block) * self._block
+                skip = tar - (plain - HEADER_SIZE)
             for no, name, data, size, dump_at in parts:
-                if data <= plain < data + size:
-                    out.append({"dump": dump_at + plain - data, "plain": plain, "vol": vol, "at": at, "part": name,
-                                "no": no, "data": data, "size": size, "base": self._dump_base})
+                if data <= tar < data + size:
+                    out.append({"dump": dump_at + tar - data, "plain": plain, "vol": vol, "at": at, "tar": tar,
+                                "skip": skip, "encrypted": self._encrypted, "part": name, "no": no, "data": data,
+                                "size": size, "base": self._dump_base})
                     break
         return out
 
@@ -176,8 +194,21 @@ class BackupDump:
         name = vs.first.name
         if point is not None:  # picked up inside a dump part, at a gzip member start met by an earlier read
             plain = prefetch(vs.chunks((point["plain"], point["vol"], point["at"])))
+            stream: Iterator[bytes] = plain
+            if point.get("encrypted"):
+                self._encrypted = True
+                head = b""
+                first = VolumeSet(self.path, single=True).chunks()  # the header, to check the password
+                for chunk in first:
+                    head += chunk
+                    if len(head) >= HEADER_SIZE:
+                        break
+                first.close()
+                dec = Decryptor(head[:HEADER_SIZE], self.password, file=name)
+                self._block = dec.block
+                stream = dec.stream(_drop(plain, int(point["skip"])))
             inside = TarMember(point["part"], point["size"], "0", point["data"], point["data"])
-            tar = TarReader(plain, name=name, offset=point["plain"], inside=inside)
+            tar = TarReader(stream, name=name, offset=point.get("tar", point["plain"]), inside=inside)
             dump_base, expected = point["base"], point["no"] + 1
             self._dump_base = dump_base
             part = point["part"].rsplit("/", 1)[-1]
@@ -197,6 +228,7 @@ class BackupDump:
         if is_encrypted_header(head):
             self._encrypted = True
             dec = Decryptor(head[:HEADER_SIZE], self.password, file=name)
+            self._block = dec.block
             stream = dec.stream(chain([head[HEADER_SIZE:]], plain))
         elif looks_like_tar(head):
             stream = chain([head], plain)
