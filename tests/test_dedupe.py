@@ -372,3 +372,46 @@ def test_dedupe_keeps_its_state_on_postgresql_and_mariadb(tmp_path, cli, request
     rep = cli("dedupe", "report", "--json", "-C", project)
     summary = next(json.loads(x) for x in rep.output.splitlines() if '"dedupe_summary"' in x)
     assert summary["merged"] == first["merged"]
+
+
+def test_a_kill_between_the_write_and_the_commit_merges_as_a_run_without_one(tmp_path):
+    """kill -9 right after the portal took batch 3 and before the state store knew: the rerun adopts what is
+    there, and ends with the same contacts and the same groups as a run nobody killed."""
+    import shutil
+    import signal
+
+    from tests.test_resume_after_kill import _output, _spawn
+
+    runs = {}
+    for name in ("killed", "clean"):
+        project = make_project(tmp_path / name, batch=40)
+        if name == "killed":
+            write_duplicate_contacts(project / "data" / "contacts.csv", people=150, seed=9)
+        else:
+            shutil.copy(tmp_path / "killed" / "data" / "contacts.csv", project / "data" / "contacts.csv")
+        runs[name] = project
+    proc = _spawn(runs["killed"], "run", "--quiet", ETLTEST_KILL_IN_COMMIT="contacts:3")
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, _output(proc)
+    for name in ("killed", "clean"):
+        proc = _spawn(runs[name], "run", "--quiet")
+        proc.wait(timeout=120)
+        assert proc.returncode == 0, _output(proc)
+
+    def groups(project: Path) -> set[frozenset]:
+        by: dict[str, set] = {}
+        for sid, tid in crosswalk(project, "contacts").items():
+            by.setdefault(tid, set()).add(sid)
+        return {frozenset(g) for g in by.values()}
+
+    assert groups(runs["killed"]) == groups(runs["clean"])
+    for project in runs.values():
+        with portal(project) as sb:
+            rows = call(sb, "crm.contact.list", select=["ORIGIN_ID"], start=-1, order={"ID": "ASC"})["result"]
+            keys = [r["ORIGIN_ID"] for r in rows]
+            more = rows
+            while len(more) == 50:
+                more = call(sb, "crm.contact.list", select=["ORIGIN_ID"], start=-1,
+                            filter={">ID": more[-1]["ID"]}, order={"ID": "ASC"})["result"]
+                keys += [r["ORIGIN_ID"] for r in more]
+            assert len(keys) == len(set(keys)) == len(groups(project))  # one contact per group, none twice
