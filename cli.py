@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import sys
@@ -375,8 +374,10 @@ def dlq_export(
     quiet: QuietOpt = False,
 ) -> None:
     """Write dead letters to a file for the people who fix the source data (CSV opens in Excel: UTF-8 with BOM, ';')."""
+    from etl.reports import row_file, row_format
+
     console = make_console(json_out, quiet)
-    fmt = fmt or ("jsonl" if output.suffix in (".jsonl", ".json") else "csv")
+    fmt = row_format(output, fmt)
     if fmt not in ("csv", "jsonl"):
         console.error(f"unknown format {fmt!r}: use csv or jsonl")
         raise Exit(exitcodes.CONFIG)
@@ -388,16 +389,10 @@ def dlq_export(
     try:
         if run_id == "last":
             run_id = store.last_run_id()
-        with open(output, "w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, cols, delimiter=";", extrasaction="ignore") if fmt == "csv" else None
-            if writer:
-                writer.writeheader()
+        with row_file(output, cols, fmt) as write:
             for row in store.dead_letter_rows(pipeline, run_id, reason, include_superseded=all_):
                 n += 1
-                if writer:
-                    writer.writerow(row)
-                else:
-                    fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                write(row)
     finally:
         store.close()
     if json_out:
@@ -420,7 +415,11 @@ def dedupe_report(
 ) -> None:
     """The merged groups: for each, the survivor (its target id) and every record merged into it, with the key that
     matched (CSV opens in Excel: UTF-8 with BOM, ';')."""
+    from contextlib import nullcontext
+
     from rich.table import Table
+
+    from etl.reports import row_file
 
     console = make_console(json_out, quiet)
     project = load_project(project_dir)
@@ -429,28 +428,17 @@ def dedupe_report(
             "run_id", "merged_at"]
     groups: dict[tuple, list[dict]] = {}
     merged = 0
-    fh = writer = None
     try:
-        if output is not None:
-            fmt = "jsonl" if output.suffix in (".jsonl", ".json") else "csv"
-            fh = open(output, "w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="")
-            if fmt == "csv":
-                writer = csv.DictWriter(fh, cols, delimiter=";", extrasaction="ignore")
-                writer.writeheader()
-        for row in store.merge_report(pipeline):
-            row["role"] = "survivor" if row["source_id"] == row["group_id"] else "merged"
-            merged += row["role"] == "merged"
-            key = (row["pipeline"], row["group_id"])
-            if key in groups or len(groups) < limit:
-                groups.setdefault(key, []).append(row)
-            if fh is not None:
-                if writer:
-                    writer.writerow(row)
-                else:
-                    fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        with row_file(output, cols) if output is not None else nullcontext(None) as write:
+            for row in store.merge_report(pipeline):
+                row["role"] = "survivor" if row["source_id"] == row["group_id"] else "merged"
+                merged += row["role"] == "merged"
+                key = (row["pipeline"], row["group_id"])
+                if key in groups or len(groups) < limit:
+                    groups.setdefault(key, []).append(row)
+                if write is not None:
+                    write(row)
     finally:
-        if fh is not None:
-            fh.close()
         store.close()
     summary = {"merged": merged, "groups_shown": len(groups), "file": str(output) if output else None}
     if json_out:

@@ -150,9 +150,12 @@ def _from_json(v: Any, t: pa.DataType) -> Any:
 
 
 def _rank(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v.isoformat() if isinstance(v, (datetime, date)) else str(v)
+    return None if v is None else str(_jsonable(v))
+
+
+def _newer(rank: str | None, best: str | None) -> bool:
+    """Does ``rank`` beat ``best`` (an undated record never does; ties keep the one read first)?"""
+    return rank is not None and (best is None or rank > best)
 
 
 @dataclass
@@ -161,11 +164,10 @@ class Follower:
 
     source_id: str
     content_hash: str
-    label: str  # updated (merged into its group) or created
+    label: str  # updated (merged now, or its group written), else unchanged
     write_id: str | None  # the source id of the write that gives its target id
     target_id: str | None  # a target id known already
-    merged: bool
-    row: int
+    merged: bool  # merged into its group by this batch
 
 
 @dataclass
@@ -183,7 +185,6 @@ class DedupePlan:
     updates: pa.Table
     followers: list[Follower]
     silent: set[str]  # write ids that are no record of this batch: neither counted nor put in the crosswalk
-    merged: int
     pending: list[_Pending]
     new_keys: list[tuple[str, str]]
     policy_needs_record: bool
@@ -246,9 +247,8 @@ class Deduper:
         out = dict(base)
         for f in self.fields:
             if f in self.multi:
-                vals = list(dict.fromkeys([*split_values(base.get(f)), *split_values(other.get(f))]))
                 seen, keep = set(), []
-                for v in vals:
+                for v in [*split_values(base.get(f)), *split_values(other.get(f))]:
                     k = field_values(f, v)
                     k = k[0] if k else v.casefold()
                     if k not in seen:
@@ -277,7 +277,7 @@ class Deduper:
             best, best_rank = (stored, group.rank) if stored is not None else (None, None)
             for r in ([survivor] if survivor is not None else []) + others:
                 rk = _rank(r.get(by))
-                if best is None or (rk is not None and (best_rank is None or rk > best_rank)):
+                if best is None or _newer(rk, best_rank):
                     best, best_rank = r, rk
             return self._values(best or {}), best_rank
         base = survivor if survivor is not None else stored
@@ -380,7 +380,7 @@ class Deduper:
 
         return DedupePlan(
             table(out.create_rows, out.creates), table(out.update_rows, out.updates),
-            out.followers, out.silent, out.merged, out.pending, out.new_keys, self.spec.policy != "first" or bool(guard))
+            out.followers, out.silent, out.pending, out.new_keys, self.spec.policy != "first" or bool(guard))
 
     def _single(self, i: int, rows: list[dict], keys: list[list[str]], key_group: dict[str, list[str]],
                 out: "_Out") -> None:
@@ -390,11 +390,7 @@ class Deduper:
         p = _Pending(None, sid, self._values(row), _rank(row.get(self.spec.newest_by or "")))
         p.members.append((sid, None, None))
         out.pending.append(p)
-        for k in keys[i]:
-            held = key_group.setdefault(k, [])
-            if sid not in held:
-                held.append(sid)
-                out.new_keys.append((k, sid))
+        _register(keys[i], sid, key_group, out)
         out.create_rows.append(i)
 
     def _unit(self, group: DedupeGroup | None, idx: list[int], rows: list[dict], keys: list[list[str]],
@@ -411,13 +407,12 @@ class Deduper:
             if not loaded and self.spec.policy == "newest":
                 by = self.spec.newest_by
                 for i in idx[1:]:
-                    rk, best = _rank(rows[i].get(by)), _rank(rows[survivor_i].get(by))
-                    if rk is not None and (best is None or rk > best):
+                    if _newer(_rank(rows[i].get(by)), _rank(rows[survivor_i].get(by))):
                         survivor_i = i
             gid = rows[survivor_i][SOURCE_ID]
         survivor = rows[survivor_i] if survivor_i is not None else None
         others = [rows[i] for i in idx if i != survivor_i]
-        if group is None and not others:  # the common case: a record with no duplicate
+        if group is None and not others:  # a record of its own (a new one takes _single)
             record, rank = self._values(survivor), _rank(survivor.get(self.spec.newest_by or ""))
         else:
             record, rank = self._merge(group, survivor, others)
@@ -430,11 +425,7 @@ class Deduper:
         joined = {i: next((k for k in keys[i] if gid in key_group.get(k, ()) or shared.get(k, 0) > 1), None)
                   for i in idx} if group is not None or len(idx) > 1 else {}
         for i in idx:
-            for k in keys[i]:
-                held = key_group.setdefault(k, [])
-                if gid not in held:
-                    held.append(gid)
-                    out.new_keys.append((k, gid))
+            _register(keys[i], gid, key_group, out)
         for i, sid in zip(idx, sids):
             if sid not in member_of:
                 p.members.append((sid, None if i == survivor_i else joined.get(i), note))
@@ -468,10 +459,9 @@ class Deduper:
             if i == survivor_i and write is not None:
                 continue  # counted with its own write
             newly = i != survivor_i and sid not in member_of
-            out.merged += newly
             out.followers.append(Follower(
                 sid, rows[i][HASH], "updated" if newly or write is not None else "unchanged",
-                gid if write is not None else None, None if write is not None else fixed, newly, rows[i][ROW]))
+                gid if write is not None else None, None if write is not None else fixed, newly))
 
     def _find_in_target(self, find: TargetFinder, rows: list[dict], units: dict[int, list[int]],
                         agree: Callable[[dict, dict], bool] | None) -> dict[int, tuple[str, str]]:
@@ -534,6 +524,15 @@ def _components(keys: list[list[str]], agree: Callable[[int, int], bool] | None 
     return comps
 
 
+def _register(keys: list[str], gid: str, key_group: dict[str, list[str]], out: "_Out") -> None:
+    """These keys lead to group ``gid`` from now on (besides the groups they led to)."""
+    for k in keys:
+        held = key_group.setdefault(k, [])
+        if gid not in held:
+            held.append(gid)
+            out.new_keys.append((k, gid))
+
+
 @dataclass
 class _Out:
     creates: list[dict] = field(default_factory=list)  # writes built from merged values
@@ -544,7 +543,6 @@ class _Out:
     silent: set[str] = field(default_factory=set)
     pending: list[_Pending] = field(default_factory=list)
     new_keys: list[tuple[str, str]] = field(default_factory=list)
-    merged: int = 0
 
 
 __all__ = ["Deduper", "DedupePlan", "Follower", "match_keys", "field_values", "normal_phone", "split_values"]

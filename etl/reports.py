@@ -4,11 +4,33 @@ pipeline failed or its rejects are above the project's thresholds, and one for t
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import xml.etree.ElementTree as ET
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from etl import secrets
+
+
+def row_format(path: Path, fmt: str | None = None) -> str:
+    """csv or jsonl: as given, else by the file's suffix."""
+    return fmt or ("jsonl" if path.suffix in (".jsonl", ".json") else "csv")
+
+
+@contextlib.contextmanager
+def row_file(path: Path, columns: list[str], fmt: str | None = None) -> Iterator[Callable[[dict], None]]:
+    """A file of rows for people (CSV that opens in Excel: UTF-8 with BOM, ';') or for programs (JSON lines);
+    yields the function that writes one row."""
+    fmt = row_format(path, fmt)
+    with open(path, "w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") as fh:
+        if fmt == "csv":
+            writer = csv.DictWriter(fh, columns, delimiter=";", extrasaction="ignore")
+            writer.writeheader()
+            yield writer.writerow
+        else:
+            yield lambda row: fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
 def json_report(run_id: str, dry_run: bool, reports: Sequence[Any]) -> str:
@@ -68,4 +90,4 @@ def junit_xml(run_id: str, dry_run: bool, reports: Sequence[Any], defaults: Any)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-__all__ = ["json_report", "junit_xml", "quality_problems"]
+__all__ = ["json_report", "junit_xml", "quality_problems", "row_file", "row_format"]

@@ -296,13 +296,11 @@ class Runner:
                 retry.setdefault(sid, []).append(i)
         if stale:
             store.supersede(stale)
-        if not retry:
-            return True
+        key = list(pipeline.config.key)
+        if not retry or any(k not in source.columns() for k in key):
+            return True  # nothing to retry, or a key made by the pipeline, not read: nothing to look rows up by
         self.console.info(f"{pipeline.name}: retrying {len(retry):,} records rejected by earlier passes "
                           "(links, target)")
-        key = list(pipeline.config.key)
-        if any(k not in source.columns() for k in key):
-            return True  # the key is made by the pipeline, not read: nothing to look rows up by
         for batch in source.read_keys(key, list(retry), batch_size):
             sids = transformer.source_ids(batch.table)
             wanted = pc.fill_null(pc.is_in(sids, value_set=pa.array(list(retry), pa.string())), False)
@@ -310,7 +308,7 @@ class Runner:
             batch.cursor = cursor  # a retry does not move the pass
             if not batch.table.num_rows and not batch.rejects.num_rows:
                 continue
-            ids = [i for sid in transformer.source_ids(batch.table).to_pylist() for i in retry.pop(sid, ())]
+            ids = [i for sid in sids.filter(wanted).to_pylist() for i in retry.pop(sid, ())]
             if not step(batch, True, ids):
                 return False
         return True

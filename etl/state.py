@@ -276,8 +276,7 @@ class StateStore:
                 c.execute(dead_letters.insert(), rows)
             if b.dedupe is not None:
                 self._commit_dedupe(c, b, ts)
-            for part in _chunks(b.supersede):
-                c.execute(dead_letters.update().where(dead_letters.c.id.in_(part)).values(status="superseded"))
+            _supersede(c, b.supersede)
             read = b.counts.get("read", 0)
             c.execute(checkpoints.update().where(checkpoints.c.pipeline == b.pipeline).values(
                 cursor=json.dumps(b.cursor) if b.cursor else None, batches_committed=b.seq,
@@ -320,8 +319,7 @@ class StateStore:
     def supersede(self, ids: list[int]) -> None:
         """These dead letters have a newer outcome (the record was read again)."""
         with self.engine.begin() as c:
-            for part in _chunks(ids):
-                c.execute(dead_letters.update().where(dead_letters.c.id.in_(part)).values(status="superseded"))
+            _supersede(c, ids)
 
     # ------------------------------------------------------------ dedupe
     def _select_in(self, sql: str, pipeline: str, ids: list[str]) -> Iterator[tuple]:
@@ -524,6 +522,11 @@ def _upsert(c: sa.Connection, table: sa.Table, cols: tuple[str, ...], nkey: int,
             c.execute(table.insert(), [dict(zip(cols, r)) for r in todo])
         return
     c.exec_driver_sql(sql, rows)
+
+
+def _supersede(c: sa.Connection, ids: list[int]) -> None:
+    for part in _chunks(ids):
+        c.execute(dead_letters.update().where(dead_letters.c.id.in_(part)).values(status="superseded"))
 
 
 def _dl_filter(q, pipeline, run_id, reason, include_superseded=False):

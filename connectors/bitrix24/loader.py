@@ -33,7 +33,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -1048,19 +1048,8 @@ class Bitrix24Sink(Sink):
 
         def ask(chunks: list[list[str]]) -> list[tuple[list[str], list[int]]]:
             cmds = [("crm.duplicate.findbycomm", {"entity_type": etype, "type": ctype, "values": ch}) for ch in chunks]
-            out = []
-            groups = [cmds[i:i + BATCH_MAX] for i in range(0, len(cmds), BATCH_MAX)]
-            answers = self.client.batch_many([{f"d{j}": c for j, c in enumerate(g)} for g in groups], write=False)
-            for g, ans in zip(groups, answers):
-                if isinstance(ans, Exception):
-                    raise ans
-                for j, (_, params) in enumerate(g):
-                    if f"d{j}" in ans.errors:
-                        raise ans.errors[f"d{j}"]
-                    res = ans.results.get(f"d{j}")
-                    ids = [int(x) for x in (res.get(etype) or [])] if isinstance(res, dict) else []
-                    out.append((params["values"], ids))
-            return out
+            return [(params["values"], [int(x) for x in (res.get(etype) or [])] if isinstance(res, dict) else [])
+                    for (_, params), res in self._batched_reads(cmds)]
 
         found: dict[str, list[int]] = {}
         again: list[list[str]] = []
@@ -1138,8 +1127,9 @@ class Bitrix24Sink(Sink):
                         "(the oldest is used)")
         return out
 
-    def _run_reads(self, cmds: list[tuple[str, dict]], page_full: bool = True) -> Iterable[list[dict]]:
-        """Run list commands 50 to a batch; yields each command's rows (all pages)."""
+    def _batched_reads(self, cmds: list[tuple[str, dict]]) -> Iterator[tuple[tuple[str, dict], Any]]:
+        """Run read commands 50 to a batch (several batches in flight); yields (command, its result), in order.
+        A failed command raises its error."""
         chunks = [cmds[i:i + BATCH_MAX] for i in range(0, len(cmds), BATCH_MAX)]
         answers = self.client.batch_many([{f"l{j}": c for j, c in enumerate(ch)} for ch in chunks], write=False)
         for ch, ans in zip(chunks, answers):
@@ -1149,15 +1139,20 @@ class Bitrix24Sink(Sink):
                 key = f"l{j}"
                 if key in ans.errors:
                     raise ans.errors[key]
-                rows = _rows(ans.results.get(key))
-                yield rows
-                if page_full and len(rows) >= PAGE:
-                    # more rows than one page: the rest by keyset paging
-                    method, params = cmd
-                    if method == "lists.element.get":
-                        yield list(self.client.list_pages(method, params))
-                    else:
-                        yield list(self.client.list_all(method, params))
+                yield cmd, ans.results.get(key)
+
+    def _run_reads(self, cmds: list[tuple[str, dict]], page_full: bool = True) -> Iterable[list[dict]]:
+        """Run list commands 50 to a batch; yields each command's rows (all pages)."""
+        for cmd, result in self._batched_reads(cmds):
+            rows = _rows(result)
+            yield rows
+            if page_full and len(rows) >= PAGE:
+                # more rows than one page: the rest by keyset paging
+                method, params = cmd
+                if method == "lists.element.get":
+                    yield list(self.client.list_pages(method, params))
+                else:
+                    yield list(self.client.list_all(method, params))
 
     # ------------------------------------------------------------------ validate (reads only)
     def check(self) -> list[str]:
